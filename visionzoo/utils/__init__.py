@@ -1,0 +1,3 @@
+from .errors import CheckpointError, ConfigError, DatasetError, VisionzooError
+
+__all__ = ['VisionzooError', 'ConfigError', 'DatasetError', 'CheckpointError']
