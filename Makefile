@@ -1,0 +1,35 @@
+# visionzoo: `make demo` runs the main job, `make test` the test suite; both set up .venv first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+# CPU-only machines run everything here; the pinned torch/torchvision pair is the one the project is tested on.
+TORCH_PIN := torch==2.14.1 torchvision==0.29.1
+PYTEST_WORKERS ?= 2
+DEMO_DIR := work_dirs/demo_$(shell date +%Y%m%d_%H%M%S)
+
+.PHONY: install test demo clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip setuptools wheel
+
+$(STAMP): $(VENV)/bin/python setup.py pyproject.toml Makefile
+	$(PIP) install --quiet $(TORCH_PIN)
+	$(PIP) install --quiet -e '.[test]' $(TORCH_PIN)
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: install
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --durations=15 tests
+
+demo: install
+	$(PY) tools/train.py configs/classification/demo_shapes_resnet10t.py --work-dir $(DEMO_DIR)
+	$(PY) tools/test.py configs/classification/demo_shapes_resnet10t.py $(DEMO_DIR)/epoch_8.pth \
+		--work-dir $(DEMO_DIR) --show-dir $(DEMO_DIR)/show --show-max 16
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,102 @@
+"""ImageFolder-style classification dataset: ``root/<class_name>/<image>``."""
+import os
+import warnings
+from typing import Optional, Sequence, Union
+
+from PIL import Image, UnidentifiedImageError
+
+from ..registry import DATASETS, TRANSFORMS
+from ..utils.errors import DatasetError
+
+__all__ = ['ImageFolderDataset', 'IMG_EXTENSIONS']
+
+IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.webp', '.tif', '.tiff', '.ppm', '.pgm')
+
+
+def _build_pipeline(pipeline):
+    if pipeline is None:
+        return None
+    if isinstance(pipeline, dict):
+        return TRANSFORMS.build(pipeline)
+    if callable(pipeline):
+        return pipeline
+    raise DatasetError(f'pipeline: expected a transform config dict or a callable, got {type(pipeline).__name__}')
+
+
+@DATASETS.register_module()
+class ImageFolderDataset:
+    """Classification dataset over class sub-folders.
+
+    Items are ``dict(inputs=<transformed image>, data_samples=dict(gt_label=int, img_path=str))`` so that the
+    default collate function batches them for ``ImageClassifier``.
+
+    Args:
+        data_root: folder with one sub-folder of images per class.
+        pipeline: transform config (e.g. ``dict(type='TimmTransform', input_size=224)``) or a callable on a
+            PIL RGB image.
+        metainfo: ``dict(classes=[...])`` picks and orders the class folders; by default every sub-folder, sorted.
+        skip_corrupt: when an image cannot be decoded, warn and use the next readable image instead of raising.
+    """
+
+    def __init__(self, data_root: str, pipeline: Union[dict, callable, None] = None, metainfo: Optional[dict] = None,
+                 skip_corrupt: bool = False, lazy_init: bool = False):
+        self.data_root = data_root
+        self.skip_corrupt = skip_corrupt
+        self.pipeline = _build_pipeline(pipeline)
+        classes: Optional[Sequence[str]] = (metainfo or {}).get('classes')
+        if not data_root or not os.path.isdir(data_root):
+            raise DatasetError(f'data_root: dataset folder not found: {data_root!r} (expected a folder with one '
+                               f'sub-folder of images per class)')
+        found = sorted(e.name for e in os.scandir(data_root) if e.is_dir() and not e.name.startswith('.'))
+        if classes is None:
+            classes = found
+        else:
+            missing = [c for c in classes if c not in found]
+            if missing:
+                raise DatasetError(f'{data_root}: class folder(s) {missing} from metainfo.classes not found '
+                                   f'(folders present: {found})')
+        self.classes = tuple(classes)
+        self.samples = []
+        for label, name in enumerate(self.classes):
+            folder = os.path.join(data_root, name)
+            for dirpath, _, files in sorted(os.walk(folder)):
+                for f in sorted(files):
+                    if f.lower().endswith(IMG_EXTENSIONS):
+                        self.samples.append((os.path.join(dirpath, f), label))
+        if not self.samples:
+            raise DatasetError(f'{data_root}: no images found (expected <class_name>/<image> files with extensions '
+                               f'{", ".join(IMG_EXTENSIONS)})')
+        self._bad = set()
+
+    @property
+    def metainfo(self) -> dict:
+        return dict(classes=self.classes)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _load(self, path: str) -> Image.Image:
+        try:
+            with Image.open(path) as img:
+                return img.convert('RGB')
+        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
+            raise DatasetError(f'{path}: cannot read image ({type(e).__name__}: {e}); set the dataset option '
+                               f'skip_corrupt=True to skip unreadable files with a warning') from None
+
+    def __getitem__(self, idx: int) -> dict:
+        for step in range(len(self.samples)):
+            i = (idx + step) % len(self.samples)
+            path, label = self.samples[i]
+            if i in self._bad:
+                continue
+            try:
+                img = self._load(path)
+            except DatasetError as e:
+                if not self.skip_corrupt:
+                    raise
+                self._bad.add(i)
+                warnings.warn(f'skipping unreadable image: {e}')
+                continue
+            inputs = self.pipeline(img) if self.pipeline is not None else img
+            return dict(inputs=inputs, data_samples=dict(gt_label=label, img_path=path))
+        raise DatasetError(f'{self.data_root}: none of the {len(self.samples)} images could be read')

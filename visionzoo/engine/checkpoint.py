@@ -1,0 +1,129 @@
+"""Checkpoint loading with ``torch.load(weights_only=True)`` that still reads Runner checkpoints.
+
+mmengine 0.10.7 saves its ``message_hub`` inside Runner checkpoints: ``HistoryBuffer`` objects whose state
+holds references to ``HistoryBuffer.min``/``max``/... (pickled through ``getattr``) and numpy arrays and
+scalars. torch >= 2.6 refuses those under its ``weights_only=True`` default, so ``resume`` and loading a
+Runner checkpoint fail. We never fall back to ``weights_only=False``: instead the loader allow-lists exactly
+those types for the duration of one load, with ``getattr`` replaced by a function that only resolves the
+registered statistics of ``HistoryBuffer``.
+"""
+import os
+import pickle
+import zipfile
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from mmengine.logging.history_buffer import HistoryBuffer
+from mmengine.runner.checkpoint import CheckpointLoader
+
+from ..utils.errors import CheckpointError
+
+__all__ = ['safe_load', 'runner_safe_globals', 'load_state_dict_file', 'load_model_weights']
+
+
+_HISTORY_STATISTICS = ('min', 'max', 'current', 'mean')
+
+
+def _history_buffer_getattr(obj: Any, name: str) -> Any:
+    """Stand-in for ``builtins.getattr`` while unpickling: resolves only HistoryBuffer statistics methods."""
+    allowed = set(_HISTORY_STATISTICS) | set(HistoryBuffer._statistics_methods)
+    if obj is HistoryBuffer and name in allowed:
+        return getattr(obj, name)
+    what = obj.__name__ if isinstance(obj, type) else type(obj).__name__
+    raise pickle.UnpicklingError(
+        f'checkpoint asks for getattr({what}, {name!r}); only HistoryBuffer statistics '
+        f'({", ".join(sorted(allowed))}) are allowed')
+
+
+def runner_safe_globals() -> list:
+    """The globals a Runner checkpoint needs beyond tensors and plain containers."""
+    multiarray = np._core.multiarray if hasattr(np, '_core') else np.core.multiarray
+    allowed = [
+        HistoryBuffer,
+        (_history_buffer_getattr, 'builtins.getattr'),
+        np.ndarray,
+        np.dtype,
+        (multiarray._reconstruct, 'numpy.core.multiarray._reconstruct'),
+        (multiarray._reconstruct, 'numpy._core.multiarray._reconstruct'),
+        (multiarray.scalar, 'numpy.core.multiarray.scalar'),
+        (multiarray.scalar, 'numpy._core.multiarray.scalar'),
+    ]
+    # numpy >= 1.25 pickles dtypes of arrays as numpy.dtypes.<Name>DType classes
+    dtypes = getattr(np, 'dtypes', None)
+    if dtypes is not None:
+        for name in dir(dtypes):
+            if name.endswith('DType') and name not in ('StringDType',):
+                allowed.append(getattr(dtypes, name))
+    return allowed
+
+
+def safe_load(filename: str, map_location: Optional[Any] = 'cpu') -> Any:
+    """``torch.load(filename, weights_only=True)`` that also reads mmengine Runner checkpoints.
+
+    Raises:
+        CheckpointError: the file does not exist, is not a torch checkpoint, or holds objects outside the
+            allow-list (the message names the file and the offending global).
+    """
+    if not os.path.isfile(filename):
+        raise CheckpointError(f'checkpoint file not found: {filename}')
+    try:
+        with torch.serialization.safe_globals(runner_safe_globals()):
+            return torch.load(filename, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f'{filename}: not loadable as a weights-only checkpoint ({first}). Expected a torch.save file '
+            f'of tensors (state_dict) or an mmengine Runner checkpoint.') from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f'{filename}: not a PyTorch checkpoint ({first}). Expected a file written by torch.save '
+            f'(a state_dict, or a dict with a "state_dict"/"model" entry).') from None
+
+
+def load_state_dict_file(filename: str, map_location: Optional[Any] = 'cpu') -> dict:
+    """Load a checkpoint file and return the model weights it holds.
+
+    Accepts a plain state_dict or a dict with a ``state_dict``, ``model`` or ``module`` entry (mmengine
+    Runner, DeiT/timm-style training scripts and most official releases).
+    """
+    ckpt = safe_load(filename, map_location)
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f'{filename}: expected a dict of tensors, got {type(ckpt).__name__}')
+    for key in ('state_dict', 'model', 'module'):
+        if key in ckpt and isinstance(ckpt[key], dict):
+            ckpt = ckpt[key]
+            break
+    if not ckpt or not all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        raise CheckpointError(f'{filename}: no tensors found (expected a state_dict of parameter tensors)')
+    return ckpt
+
+
+def _load_from_local(filename: str, map_location=None):
+    """mmengine CheckpointLoader scheme for local paths, replacing its plain ``torch.load``."""
+    filename = os.path.expanduser(filename)
+    return safe_load(filename, map_location=map_location)
+
+
+# Every local checkpoint mmengine reads (Runner.resume, load_from, init_cfg=Pretrained) goes through here.
+CheckpointLoader.register_scheme(prefixes='', force=True)(_load_from_local)
+
+
+def load_model_weights(model: torch.nn.Module, filename: str) -> None:
+    """Load a checkpoint's weights into ``model`` strictly, with an error that lists what does not fit."""
+    state = load_state_dict_file(filename)
+    if all(k.startswith('module.') for k in state):
+        state = {k[len('module.'):]: v for k, v in state.items()}
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f'{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}' for k in own
+             if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        parts = []
+        for name, keys in (('missing', missing), ('unexpected', unexpected), ('shape mismatch', wrong)):
+            if keys:
+                parts.append(f'{len(keys)} {name} (e.g. {", ".join(keys[:3])})')
+        raise CheckpointError(f'{filename}: weights do not fit the model built from the config: ' + '; '.join(parts))
+    model.load_state_dict(state, strict=True)

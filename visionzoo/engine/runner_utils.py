@@ -1,0 +1,91 @@
+"""What the tools do around mmengine's Runner: work-dir safety, resume, device fixes, readable errors."""
+import glob
+import os
+import re
+from typing import Optional
+
+import torch
+from mmengine.config import Config
+
+from ..utils.errors import CheckpointError, ConfigError, VisionzooError
+from .checkpoint import safe_load
+from .optim import amp_optim_wrapper_type
+
+__all__ = ['existing_checkpoints', 'check_work_dir', 'setup_train_cfg', 'adapt_to_device', 'format_error']
+
+
+def existing_checkpoints(work_dir: str) -> list:
+    """Checkpoint files (``*.pth``) and the ``last_checkpoint`` marker already in ``work_dir``."""
+    if not os.path.isdir(work_dir):
+        return []
+    found = sorted(os.path.basename(p) for p in glob.glob(os.path.join(work_dir, '*.pth')))
+    if os.path.exists(os.path.join(work_dir, 'last_checkpoint')):
+        found.append('last_checkpoint')
+    return found
+
+
+def check_work_dir(work_dir: str, resume) -> None:
+    """Refuse to start a fresh run in a work dir that holds checkpoints: they would be overwritten."""
+    found = existing_checkpoints(work_dir)
+    if found and not resume:
+        shown = ', '.join(found[:4]) + (', ...' if len(found) > 4 else '')
+        raise ConfigError(f'work dir {work_dir} already holds checkpoints ({shown}); pass --resume to continue '
+                          f'that run, or choose another --work-dir')
+
+
+def adapt_to_device(cfg: Config) -> None:
+    """Settings that must differ without CUDA: gloo for distributed runs, CPU DDP without device ids."""
+    if not torch.cuda.is_available():
+        env = cfg.setdefault('env_cfg', {})
+        dist = env.setdefault('dist_cfg', {})
+        if dist.get('backend', 'nccl') == 'nccl':
+            dist['backend'] = 'gloo'
+        if cfg.get('launcher', 'none') != 'none':
+            wrapper = cfg.get('model_wrapper_cfg') or dict(type='MMDistributedDataParallel')
+            wrapper.setdefault('device_ids', None)
+            cfg.model_wrapper_cfg = wrapper
+        wrapper_type = (cfg.get('optim_wrapper') or {}).get('type')
+        if wrapper_type == 'AmpOptimWrapper':
+            raise ConfigError("optim_wrapper.type='AmpOptimWrapper' needs a CUDA device; on CPU use "
+                              "type='CPUAmpOptimWrapper' (bf16 autocast), or pass --amp to choose by device")
+
+
+def setup_train_cfg(cfg: Config, work_dir: Optional[str], resume, amp: bool, launcher: str,
+                    config_path: str) -> Config:
+    """Apply the train tool's flags to ``cfg``.
+
+    ``resume``: None (fresh run), ``'auto'`` (latest checkpoint of the work dir) or a checkpoint path.
+    """
+    if work_dir:
+        cfg.work_dir = work_dir
+    elif not cfg.get('work_dir'):
+        cfg.work_dir = os.path.join('work_dirs', os.path.splitext(os.path.basename(config_path))[0])
+    cfg.launcher = launcher
+    if resume is None:
+        check_work_dir(cfg.work_dir, resume=False)
+        cfg.resume = False
+    elif resume == 'auto':
+        if not existing_checkpoints(cfg.work_dir):
+            raise CheckpointError(f'--resume: no checkpoint to resume from in work dir {cfg.work_dir}')
+        cfg.resume, cfg.load_from = True, None
+    else:
+        safe_load(resume)  # fails early, naming the file, if it is missing or not a checkpoint
+        cfg.resume, cfg.load_from = True, resume
+    if amp:
+        optim_wrapper = cfg.setdefault('optim_wrapper', {})
+        optim_wrapper.update(amp_optim_wrapper_type(torch.cuda.is_available()))
+    adapt_to_device(cfg)
+    return cfg
+
+
+def format_error(e: BaseException) -> str:
+    """One line for a user-input error, also when it was re-raised from a DataLoader worker."""
+    msg = str(e)
+    if 'Original Traceback' in msg:
+        last = [ln for ln in msg.strip().splitlines() if ln.strip()][-1]
+        msg = re.sub(r'^[\w.]*(Error|Exception): ', '', last.strip())
+    return msg
+
+
+def is_user_error(e: BaseException) -> bool:
+    return isinstance(e, VisionzooError)

@@ -1,0 +1,79 @@
+"""Image classifier: a timm model (any registered name, ours or timm's) as backbone plus a head."""
+import difflib
+import os
+from typing import Optional, Union
+
+import timm
+import torch
+from mmengine.model import BaseModel
+
+from ..registry import MODELS
+from ..utils.errors import CheckpointError, ConfigError
+
+__all__ = ['ImageClassifier', 'create_timm_model']
+
+
+def create_timm_model(model_name: str, pretrained: Union[bool, str] = False, **kwargs) -> torch.nn.Module:
+    """``timm.create_model`` with config-friendly errors.
+
+    ``pretrained`` may be a local checkpoint path: it is loaded through the model's pretrained cfg and
+    ``checkpoint_filter_fn`` (``pretrained_cfg_overlay=dict(file=path)``), so official checkpoints work too.
+    """
+    if not timm.is_model(model_name):
+        close = difflib.get_close_matches(model_name, timm.list_models(), n=5, cutoff=0.6)
+        hint = f'; did you mean: {", ".join(close)}' if close else ''
+        raise ConfigError(f'backbone.model_name: unknown timm model {model_name!r}{hint}')
+    if isinstance(pretrained, str):
+        if not os.path.isfile(pretrained):
+            raise CheckpointError(f'backbone.pretrained: checkpoint file not found: {pretrained}')
+        overlay = dict(kwargs.pop('pretrained_cfg_overlay', None) or {}, file=pretrained)
+        return timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
+    return timm.create_model(model_name, pretrained=pretrained, **kwargs)
+
+
+@MODELS.register_module()
+class ImageClassifier(BaseModel):
+    """Backbone by timm name + classification head.
+
+    Args:
+        backbone: ``dict(model_name='resnet18', pretrained=False | path, drop_path_rate=..., ...)``; every key
+            but ``model_name`` goes to ``timm.create_model``. The backbone is built with ``num_classes=0`` and
+            yields pooled features.
+        head: head config, e.g. ``dict(type='LinearClsHead', num_classes=10)``; ``in_channels`` defaults to the
+            backbone's ``num_features``.
+        data_preprocessor: mmengine data preprocessor config (moves the batch to the model's device).
+    """
+
+    def __init__(self, backbone: Union[dict, str], head: dict, data_preprocessor: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None):
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        backbone = dict(model_name=backbone) if isinstance(backbone, str) else dict(backbone)
+        if 'model_name' not in backbone:
+            raise ConfigError("model.backbone: expected dict(model_name='<timm model name>', ...)")
+        self.backbone = create_timm_model(backbone.pop('model_name'), num_classes=0, **backbone)
+        head = dict(head)
+        head.setdefault('in_channels', self.backbone.num_features)
+        self.head = MODELS.build(head)
+
+    def extract_feat(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.backbone(inputs)
+
+    def forward(self, inputs: torch.Tensor, data_samples: Optional[dict] = None, mode: str = 'tensor'):
+        logits = self.head(self.extract_feat(inputs))
+        if mode == 'tensor':
+            return logits
+        if mode == 'loss':
+            return self.head.loss(logits, data_samples['gt_label'])
+        if mode == 'predict':
+            scores = logits.float().softmax(dim=1)
+            preds = []
+            for i in range(scores.shape[0]):
+                pred = dict(pred_score=scores[i], pred_label=int(scores[i].argmax()))
+                if data_samples is not None:
+                    if 'gt_label' in data_samples:
+                        pred['gt_label'] = int(data_samples['gt_label'][i])
+                    if 'img_path' in data_samples:
+                        pred['img_path'] = data_samples['img_path'][i]
+                preds.append(pred)
+            return preds
+        raise ValueError(f"mode: expected 'tensor', 'loss' or 'predict', got {mode!r}")
