@@ -3,6 +3,6 @@ _base_ = ['../_base_/default_runtime.py', '../_base_/datasets/imagenet.py', '../
 
 model = dict(
     type='ImageClassifier',
-    backbone=dict(model_name='efficientvit_m0', drop_path_rate=0.0),
+    backbone=dict(model_name='efficientvit_m0'),
     head=dict(type='LinearClsHead', num_classes=1000, label_smoothing=0.1),
 )

@@ -45,6 +45,15 @@ _DET_MAX_FRACTION = 0.75  # largest circumscribed diameter, as a fraction of the
 _MIN_AREA = 20  # px; smallest full and visible object area
 _MIN_VISIBLE = 0.4  # smallest visible fraction of an object after occlusion
 _PLACE_TRIES = 20
+# Appearance ranges (uniform); they set the difficulty. Changing them changes the data: bump FORMAT_VERSION.
+_STYLE = {
+    'texture': (0.1, 0.4),  # amplitude of the smooth colour texture, times 127.5
+    'blob_alpha': (0.15, 0.45),  # opacity of background blobs
+    'line_alpha': (0.3, 0.8),  # opacity of background lines
+    'contrast': (45.0, 150.0),  # RGB distance of an object's colour to the mean background under it
+    'shade': 20.0,  # largest linear shading across an object
+    'noise': (2.0, 10.0),  # sigma of the gaussian pixel noise
+}
 
 
 def shapes_root() -> str:
@@ -116,7 +125,7 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     g = int(rng.integers(3, 8))
     coarse = rng.integers(0, 256, (g, g, 3)).astype(np.uint8)
     texture = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_LINEAR_EXACT).astype(np.float32)
-    img += (texture - np.float32(127.5)) * np.float32(rng.uniform(0.1, 0.4))
+    img += (texture - np.float32(127.5)) * np.float32(rng.uniform(*_STYLE['texture']))
     side = min(h, w)
     # clutter: faint elongated blobs (aspect >= 2, so they never look like circles) and thin lines
     for _ in range(int(rng.integers(0, 4))):
@@ -125,13 +134,13 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
         b = max(1, int(a * rng.uniform(0.15, 0.5)))
         cv2.ellipse(m, (int(rng.integers(0, w)), int(rng.integers(0, h))), (a, b), int(rng.integers(0, 180)), 0, 360,
                     1, thickness=-1, lineType=cv2.LINE_8)
-        _blend(img, m.astype(bool), rng.integers(0, 256, 3), rng.uniform(0.15, 0.45))
+        _blend(img, m.astype(bool), rng.integers(0, 256, 3), rng.uniform(*_STYLE['blob_alpha']))
     for _ in range(int(rng.integers(0, 4))):
         m = np.zeros((h, w), np.uint8)
         p0 = (int(rng.integers(0, w)), int(rng.integers(0, h)))
         p1 = (int(rng.integers(0, w)), int(rng.integers(0, h)))
         cv2.line(m, p0, p1, 1, thickness=int(rng.integers(1, max(2, side // 48) + 1)), lineType=cv2.LINE_8)
-        _blend(img, m.astype(bool), rng.integers(0, 256, 3), rng.uniform(0.3, 0.8))
+        _blend(img, m.astype(bool), rng.integers(0, 256, 3), rng.uniform(*_STYLE['line_alpha']))
     return img
 
 
@@ -143,9 +152,9 @@ def _pick_color(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray) -> 
         n = _norm3(v)
         if n < 1e-6:
             continue
-        contrast = rng.uniform(45.0, 150.0)
+        contrast = rng.uniform(*_STYLE['contrast'])
         color = np.rint(np.clip(bg + v * (contrast / n), 0.0, 255.0))
-        if _norm3(color - bg) >= 45.0:
+        if _norm3(color - bg) >= _STYLE['contrast'][0]:
             return color
     return np.where(bg < 128.0, 255.0, 0.0)  # most distant corner of the colour cube
 
@@ -153,7 +162,7 @@ def _pick_color(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray) -> 
 def _paint(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray, cx: float, cy: float, diameter: float) -> None:
     """Fill ``mask`` with a random colour plus a mild linear shading."""
     color = _pick_color(rng, img, mask)
-    sx, sy = rng.uniform(-20.0, 20.0, 2)
+    sx, sy = rng.uniform(-_STYLE['shade'], _STYLE['shade'], 2)
     xx, yy = _grid(*mask.shape)
     gx, gy = np.float32(sx / diameter), np.float32(sy / diameter)
     shade = (xx[mask] - np.float32(cx)) * gx + (yy[mask] - np.float32(cy)) * gy
@@ -162,7 +171,7 @@ def _paint(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray, cx: floa
 
 def _finish(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     """Add gaussian noise, round and clip to uint8 RGB."""
-    img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(rng.uniform(2.0, 10.0))
+    img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(rng.uniform(*_STYLE['noise']))
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
@@ -234,11 +243,10 @@ def _segmentation(mask: np.ndarray):
     up = cv2.resize(m8, (2 * w, 2 * h), interpolation=cv2.INTER_NEAREST)
     contours, _ = cv2.findContours(up, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     polys = [((c.reshape(-1, 2).astype(np.float64) + 0.5) / 2.0).ravel().tolist() for c in contours if len(c) >= 3]
-    if polys:
-        decoded = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(polys, h, w)))
-        if np.array_equal(decoded.astype(bool), mask):
-            return polys
     rle = mask_utils.encode(np.asfortranarray(m8))
+    # compressed RLE is canonical, so equal counts <=> equal masks
+    if polys and mask_utils.merge(mask_utils.frPyObjects(polys, h, w))['counts'] == rle['counts']:
+        return polys
     return {'size': [int(h), int(w)], 'counts': rle['counts'].decode('ascii')}
 
 

@@ -9,7 +9,6 @@ registered statistics of ``HistoryBuffer``.
 """
 import os
 import pickle
-import zipfile
 from typing import Any, Optional
 
 import numpy as np
@@ -71,15 +70,23 @@ def safe_load(filename: str, map_location: Optional[Any] = 'cpu') -> Any:
         with torch.serialization.safe_globals(runner_safe_globals()):
             return torch.load(filename, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(
-            f'{filename}: not loadable as a weights-only checkpoint ({first}). Expected a torch.save file '
+            f'{filename}: not loadable as a weights-only checkpoint ({_reason(e)}). Expected a torch.save file '
             f'of tensors (state_dict) or an mmengine Runner checkpoint.') from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    except Exception as e:  # truncated zip, text file, foreign pickle: torch raises many kinds
         raise CheckpointError(
-            f'{filename}: not a PyTorch checkpoint ({first}). Expected a file written by torch.save '
+            f'{filename}: not a PyTorch checkpoint ({_reason(e)}). Expected a file written by torch.save '
             f'(a state_dict, or a dict with a "state_dict"/"model" entry).') from None
+
+
+def _reason(e: BaseException) -> str:
+    """The informative line of a torch.load error (torch puts the unpickler's reason after a preamble)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    for i, ln in enumerate(lines):
+        if 'WeightsUnpickler error:' in ln:
+            rest = ln.split('WeightsUnpickler error:', 1)[1].strip()
+            return rest or (lines[i + 1] if i + 1 < len(lines) else lines[0])
+    return lines[0] if lines else type(e).__name__
 
 
 def load_state_dict_file(filename: str, map_location: Optional[Any] = 'cpu') -> dict:

@@ -40,7 +40,7 @@ class ImageClassifier(BaseModel):
             but ``model_name`` goes to ``timm.create_model``. The backbone is built with ``num_classes=0`` and
             yields pooled features.
         head: head config, e.g. ``dict(type='LinearClsHead', num_classes=10)``; ``in_channels`` defaults to the
-            backbone's ``num_features``.
+            backbone's pre-logits width.
         data_preprocessor: mmengine data preprocessor config (moves the batch to the model's device).
     """
 
@@ -52,7 +52,9 @@ class ImageClassifier(BaseModel):
             raise ConfigError("model.backbone: expected dict(model_name='<timm model name>', ...)")
         self.backbone = create_timm_model(backbone.pop('model_name'), num_classes=0, **backbone)
         head = dict(head)
-        head.setdefault('in_channels', self.backbone.num_features)
+        # timm models with num_classes=0 return pre-logits of width head_hidden_size (num_features unless the
+        # model has a conv/MLP head before its classifier, as MobileNetV3 and EfficientViT-M do)
+        head.setdefault('in_channels', getattr(self.backbone, 'head_hidden_size', None) or self.backbone.num_features)
         self.head = MODELS.build(head)
 
     def extract_feat(self, inputs: torch.Tensor) -> torch.Tensor:

@@ -16,17 +16,18 @@ import importlib
 import os
 from typing import Optional, Tuple, Union
 
-import torch
+import torch as _torch  # ``torch`` names the sibling module .torch in this package
 
 from .reference import selective_scan_reference
 from .torch import selective_scan_torch
+
 
 __all__ = ['selective_scan', 'selective_scan_bidirectional', 'BACKENDS', 'ENV_BACKEND']
 
 BACKENDS = ('auto', 'triton', 'torch', 'reference')
 ENV_BACKEND = 'VISIONZOO_SCAN_BACKEND'
-_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-_TRITON_FLOATS = (torch.float16, torch.bfloat16, torch.float32)
+_FLOATS = (_torch.float16, _torch.bfloat16, _torch.float32, _torch.float64)
+_TRITON_FLOATS = (_torch.float16, _torch.bfloat16, _torch.float32)
 
 _triton_module = None
 
@@ -47,12 +48,12 @@ def triton_available() -> bool:
     return _triton() is not None
 
 
-def _shape(t: torch.Tensor) -> str:
+def _shape(t: _torch.Tensor) -> str:
     return '(' + ', '.join(str(s) for s in t.shape) + ')'
 
 
-def _check_tensor(name: str, t, expected: Tuple[int, ...], what: str, device: torch.device) -> None:
-    if not isinstance(t, torch.Tensor):
+def _check_tensor(name: str, t, expected: Tuple[int, ...], what: str, device: _torch.device) -> None:
+    if not isinstance(t, _torch.Tensor):
         raise TypeError(f'{name} must be a torch.Tensor of shape {what}={expected}, got {type(t).__name__}')
     if t.is_complex():
         raise ValueError(f'{name} must be real (complex values are not supported), got dtype {t.dtype}')
@@ -64,10 +65,10 @@ def _check_tensor(name: str, t, expected: Tuple[int, ...], what: str, device: to
         raise ValueError(f'{name} must be on the same device as u ({device}), got {t.device}')
 
 
-def _check_bc(name: str, X, batch: int, dim: int, dstate: int, seqlen: int, device: torch.device) -> None:
+def _check_bc(name: str, X, batch: int, dim: int, dstate: int, seqlen: int, device: _torch.device) -> None:
     what = (f'(dim, dstate)={(dim, dstate)}, (batch, dstate, seqlen)={(batch, dstate, seqlen)} or '
             f'(batch, groups, dstate, seqlen)={(batch, "groups", dstate, seqlen)} with dim % groups == 0')
-    if not isinstance(X, torch.Tensor):
+    if not isinstance(X, _torch.Tensor):
         raise TypeError(f'{name} must be a torch.Tensor of shape {what}, got {type(X).__name__}')
     if X.dim() == 2:
         _check_tensor(name, X, (dim, dstate), '(dim, dstate)', device)
@@ -85,7 +86,7 @@ def _check_bc(name: str, X, batch: int, dim: int, dstate: int, seqlen: int, devi
 
 def _validate(u, delta, A, B, C, D, z, delta_bias) -> None:
     """Raise ValueError/TypeError naming the first argument whose shape, dtype or device is wrong."""
-    if not isinstance(u, torch.Tensor):
+    if not isinstance(u, _torch.Tensor):
         raise TypeError(f'u must be a torch.Tensor of shape (batch, dim, seqlen), got {type(u).__name__}')
     if u.dim() != 3:
         raise ValueError(f'u must have shape (batch, dim, seqlen), got {_shape(u)}')
@@ -95,7 +96,7 @@ def _validate(u, delta, A, B, C, D, z, delta_bias) -> None:
     device = u.device
     _check_tensor('u', u, (batch, dim, seqlen), '(batch, dim, seqlen)', device)
     _check_tensor('delta', delta, (batch, dim, seqlen), '(batch, dim, seqlen)', device)
-    if not isinstance(A, torch.Tensor):
+    if not isinstance(A, _torch.Tensor):
         raise TypeError(f'A must be a torch.Tensor of shape (dim, dstate), got {type(A).__name__}')
     if A.dim() != 2 or A.shape[0] != dim or A.shape[1] < 1:
         raise ValueError(f'A must have shape (dim, dstate)=({dim}, dstate), got {_shape(A)}')
@@ -111,7 +112,7 @@ def _validate(u, delta, A, B, C, D, z, delta_bias) -> None:
         _check_tensor('delta_bias', delta_bias, (dim,), '(dim,)', device)
 
 
-def _pick_backend(backend: Optional[str], u: torch.Tensor) -> str:
+def _pick_backend(backend: Optional[str], u: _torch.Tensor) -> str:
     name = backend if backend is not None else (os.environ.get(ENV_BACKEND) or 'auto')
     name = name.strip().lower()
     if name not in BACKENDS:
@@ -139,11 +140,11 @@ def _run(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, backend):
     return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, True, reverse)
 
 
-def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
-                   D: Optional[torch.Tensor] = None, z: Optional[torch.Tensor] = None,
-                   delta_bias: Optional[torch.Tensor] = None, delta_softplus: bool = False,
+def selective_scan(u: _torch.Tensor, delta: _torch.Tensor, A: _torch.Tensor, B: _torch.Tensor, C: _torch.Tensor,
+                   D: Optional[_torch.Tensor] = None, z: Optional[_torch.Tensor] = None,
+                   delta_bias: Optional[_torch.Tensor] = None, delta_softplus: bool = False,
                    return_last_state: bool = False, *, reverse: bool = False,
-                   backend: Optional[str] = None) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+                   backend: Optional[str] = None) -> Union[_torch.Tensor, Tuple[_torch.Tensor, _torch.Tensor]]:
     """Selective scan of Mamba-1, as ``mamba_ssm.ops.selective_scan_interface.selective_scan_fn``.
 
     Per batch b, channel d, state n and position t (h_{-1} = 0)::
@@ -183,10 +184,10 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
     return (out, last_state) if return_last_state else out
 
 
-def selective_scan_bidirectional(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
-                                 C: torch.Tensor, D: Optional[torch.Tensor] = None, z: Optional[torch.Tensor] = None,
-                                 delta_bias: Optional[torch.Tensor] = None, delta_softplus: bool = False,
-                                 divide_out: bool = True, *, backend: Optional[str] = None) -> torch.Tensor:
+def selective_scan_bidirectional(u: _torch.Tensor, delta: _torch.Tensor, A: _torch.Tensor, B: _torch.Tensor,
+                                 C: _torch.Tensor, D: Optional[_torch.Tensor] = None, z: Optional[_torch.Tensor] = None,
+                                 delta_bias: Optional[_torch.Tensor] = None, delta_softplus: bool = False,
+                                 divide_out: bool = True, *, backend: Optional[str] = None) -> _torch.Tensor:
     """Vision Mamba's bidirectional scan ("bimamba v2") without flipped copies.
 
     Direction 0 scans the sequence first to last, direction 1 last to first; each has its own inputs and
@@ -213,7 +214,7 @@ def selective_scan_bidirectional(u: torch.Tensor, delta: torch.Tensor, A: torch.
     for name, t in (('u', u), ('delta', delta), ('A', A), ('B', B), ('C', C), ('D', D), ('delta_bias', delta_bias)):
         if t is None:
             continue
-        if not isinstance(t, torch.Tensor):
+        if not isinstance(t, _torch.Tensor):
             raise TypeError(f'{name} must be a torch.Tensor with a leading direction axis of size 2')
         if t.dim() < 1 or t.shape[0] != 2:
             raise ValueError(f'{name} must have a leading direction axis of size 2 (forward, backward), '

@@ -1,0 +1,64 @@
+"""Shared fixtures: a tiny generated shapes dataset and helpers to run the tools in a subprocess."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Never write generated data into the user's cache from tests.
+os.environ.setdefault('VISIONZOO_DATA', os.path.join(ROOT, '.cache', 'test-data'))
+
+TINY_SHAPES = dict(cls_image_size=32, cls_train_per_class=12, cls_val_per_class=6, det_image_size=64, det_train=4,
+                   det_val=2, seed=0)
+
+
+@pytest.fixture(scope='session')
+def tiny_shapes(tmp_path_factory):
+    """Paths of a tiny shapes dataset generated once per test session."""
+    from visionzoo.datasets import make_shapes
+    root = str(tmp_path_factory.mktemp('shapes'))
+    paths = make_shapes(root, **TINY_SHAPES)
+    paths['data_root'] = root
+    return paths
+
+
+def run_tool(script, *args, timeout=600, env=None, check=False):
+    """Run ``tools/<script>`` with the test interpreter; returns the CompletedProcess (text output)."""
+    full_env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, 'tests', 'helpers')]),
+                    OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
+    full_env.update(env or {})
+    cmd = [sys.executable, os.path.join(ROOT, 'tools', script), *map(str, args)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=ROOT)
+    if check and proc.returncode != 0:
+        raise AssertionError(f'{script} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}')
+    return proc
+
+
+def write_config(path, body: str) -> str:
+    with open(path, 'w', encoding='utf-8') as f:
+        f.write(body)
+    return str(path)
+
+
+def tiny_cls_config(tmp_path, tiny_shapes, extra: str = '', name='tiny_cls.py', max_epochs=3) -> str:
+    """A config file for a fast, deterministic classification run on the tiny shapes data."""
+    base = os.path.join(ROOT, 'configs', 'classification', 'demo_shapes_resnet10t.py')
+    return write_config(tmp_path / name, f'''
+_base_ = [{base!r}]
+shapes = dict(type='ShapesClsDataset', data_root={tiny_shapes['data_root']!r}, shapes_cfg={TINY_SHAPES!r})
+pipe = dict(type='TimmTransform', input_size=32, is_training=False, crop_pct=1.0)
+train_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False,
+                        dataset=dict(shapes, split='train', pipeline=pipe, _delete_=True))
+val_dataloader = dict(batch_size=8, num_workers=0, persistent_workers=False,
+                      dataset=dict(shapes, split='val', pipeline=pipe, _delete_=True))
+test_dataloader = val_dataloader
+max_epochs = {max_epochs}
+train_cfg = dict(max_epochs=max_epochs, val_interval=1)
+param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=True, begin=0, end=1,
+                        convert_to_iter_based=True)]
+optim_wrapper = dict(optimizer=dict(lr=3e-3, weight_decay=0.0))
+default_hooks = dict(logger=dict(interval=1))
+custom_hooks = [dict(type='MetricTableHook')]
+{extra}
+''')

@@ -1,0 +1,69 @@
+"""Every type registered in a visionzoo registry builds from a config."""
+import pytest
+import torch
+
+import visionzoo  # noqa: F401
+from visionzoo.registry import ALL_REGISTRIES, DATASETS, HOOKS, METRICS, MODELS, OPTIM_WRAPPERS, TRANSFORMS
+
+
+def _build_args(tiny_shapes, tmp_path):
+    """Config (without ``type``) for every registered type; a new type must be added here to be tested."""
+    model = torch.nn.Linear(2, 2)
+    return {
+        (MODELS, 'ImageClassifier'): dict(backbone=dict(model_name='resnet10t'),
+                                          head=dict(type='LinearClsHead', num_classes=3)),
+        (MODELS, 'LinearClsHead'): dict(num_classes=3, in_channels=8),
+        (DATASETS, 'ImageFolderDataset'): dict(data_root=tiny_shapes['cls_val']),
+        (DATASETS, 'ShapesClsDataset'): dict(split='val', data_root=tiny_shapes['data_root'],
+                                             shapes_cfg=_tiny_cfg()),
+        (TRANSFORMS, 'TimmTransform'): dict(input_size=32),
+        (METRICS, 'Accuracy'): dict(),
+        (METRICS, 'DumpPredictions'): dict(out_file=str(tmp_path / 'preds.json')),
+        (HOOKS, 'EvalProgressHook'): dict(),
+        (HOOKS, 'MetricTableHook'): dict(),
+        (HOOKS, 'PredictionDrawHook'): dict(show_dir=str(tmp_path / 'show')),
+        (OPTIM_WRAPPERS, 'CPUAmpOptimWrapper'): dict(optimizer=torch.optim.SGD(model.parameters(), lr=0.1)),
+    }
+
+
+def _tiny_cfg():
+    from conftest import TINY_SHAPES
+    return TINY_SHAPES
+
+
+def test_every_registered_type_builds(tiny_shapes, tmp_path):
+    args = _build_args(tiny_shapes, tmp_path)
+    registered = {(reg, name) for reg in ALL_REGISTRIES.values() for name in reg.module_dict}
+    untested = sorted(f'{reg.name}:{name}' for reg, name in registered - set(args))
+    assert not untested, f'registered types without a build case in tests/test_registry.py: {untested}'
+    for (reg, name), kwargs in args.items():
+        obj = reg.build(dict(type=name, **kwargs))
+        assert type(obj).__name__ == name
+
+
+def test_built_classifier_and_dataset_work_together(tiny_shapes):
+    ds = DATASETS.build(dict(type='ImageFolderDataset', data_root=tiny_shapes['cls_val'],
+                             pipeline=dict(type='TimmTransform', input_size=32)))
+    assert ds.metainfo['classes'] == tuple(tiny_shapes['classes'])
+    model = MODELS.build(dict(type='ImageClassifier', backbone=dict(model_name='resnet10t'),
+                              head=dict(type='LinearClsHead', num_classes=len(ds.metainfo['classes']))))
+    batch = torch.stack([ds[i]['inputs'] for i in range(4)])
+    labels = torch.tensor([ds[i]['data_samples']['gt_label'] for i in range(4)])
+    loss = model(batch, dict(gt_label=labels), mode='loss')['loss']
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    preds = model(batch, dict(gt_label=labels, img_path=['a'] * 4), mode='predict')
+    assert len(preds) == 4 and set(preds[0]) == {'pred_score', 'pred_label', 'gt_label', 'img_path'}
+    assert torch.allclose(preds[0]['pred_score'].sum(), torch.tensor(1.0))
+
+
+@pytest.mark.parametrize('name', ['ImageClasifier', 'LinearHead'])
+def test_unknown_type_names_close_matches(name):
+    from mmengine.config import Config
+
+    from visionzoo.engine.config import check_types
+    from visionzoo.utils.errors import ConfigError
+    with pytest.raises(ConfigError) as e:
+        check_types(Config(dict(model=dict(type=name))), 'my.py')
+    msg = str(e.value)
+    assert 'my.py' in msg and 'model.type' in msg and name in msg
+    assert 'ImageClassifier' in msg or 'LinearClsHead' in msg

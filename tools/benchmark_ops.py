@@ -1,0 +1,236 @@
+"""Benchmarks of visionzoo's custom ops (not a test): times and peak memory, as ratios measured in one run.
+
+Usage::
+
+    python tools/benchmark_ops.py scan                      # CPU: ViM-Ti shape and l=1024
+    python tools/benchmark_ops.py scan --device cuda        # GPU: adds the Triton path (and mamba's CUDA kernel)
+    python tools/benchmark_ops.py scan --shape 8,384,197,16 --repeats 5
+
+For every path of the selective scan it prints forward time (no autograd), forward+backward time and peak
+memory of forward+backward, and each as a ratio against the baseline: ``reference``, the plain sequential loop
+that autograd differentiates through (:mod:`visionzoo.ops.selective_scan.reference`). mamba-ssm's
+``selective_scan_ref`` is included when the package is installed (imported from its module file, without the CUDA
+extension); its CUDA kernel when ``selective_scan_cuda`` imports and the device is CUDA.
+
+Inputs follow ViM's use: variable B and C with one group, D, z, delta_bias, softplus, A = -(1..dstate).
+CPU peak memory is the growth of the process's peak resident set during one forward+backward, measured in a fresh
+subprocess per path (the peak is reset through /proc/self/clear_refs); CUDA peak memory is
+``torch.cuda.max_memory_allocated`` above the memory held before the call.
+"""
+import argparse
+import importlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+import types
+
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+DEFAULT_SHAPES = ['8,384,197,16', '8,384,1024,16']
+BASELINE = 'reference'
+
+
+# --------------------------------------------------------------------------------------------------------- inputs
+def scan_inputs(batch, dim, seqlen, dstate, device, dtype=torch.float32, seed=0):
+    """ViM-like inputs (variable B/C with one group, D, z, delta_bias), as leaves that require grad."""
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(batch, dim, seqlen, generator=g)
+    delta = 0.5 * torch.randn(batch, dim, seqlen, generator=g)
+    A = -torch.arange(1, dstate + 1, dtype=torch.float32).repeat(dim, 1)
+    B = torch.randn(batch, 1, dstate, seqlen, generator=g)
+    C = torch.randn(batch, 1, dstate, seqlen, generator=g)
+    D = torch.ones(dim)
+    z = torch.randn(batch, dim, seqlen, generator=g)
+    dt = torch.exp(torch.rand(dim, generator=g) * (torch.log(torch.tensor(0.1)) - torch.log(torch.tensor(1e-3)))
+                   + torch.log(torch.tensor(1e-3)))
+    delta_bias = dt + torch.log(-torch.expm1(-dt))
+    tensors = [u.to(dtype), delta.to(dtype), A, B.to(dtype), C.to(dtype), D, z.to(dtype), delta_bias]
+    return [t.to(device).requires_grad_() for t in tensors]
+
+
+def load_mamba_ref():
+    """mamba-ssm's ``selective_scan_ref`` from its module file, or None when mamba-ssm is not installed."""
+    spec = importlib.util.find_spec('mamba_ssm')
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    package = types.ModuleType('mamba_ssm')
+    package.__path__ = list(spec.submodule_search_locations)
+    saved = sys.modules.get('mamba_ssm')
+    sys.modules['mamba_ssm'] = package
+    stub = 'selective_scan_cuda' not in sys.modules
+    if stub:
+        sys.modules['selective_scan_cuda'] = types.ModuleType('selective_scan_cuda')
+    try:
+        return importlib.import_module('mamba_ssm.ops.selective_scan_interface').selective_scan_ref
+    except Exception:  # noqa: BLE001 - an incompatible mamba-ssm just drops this row
+        return None
+    finally:
+        if saved is not None:
+            sys.modules['mamba_ssm'] = saved
+        if stub:
+            sys.modules.pop('selective_scan_cuda', None)
+
+
+def load_mamba_cuda():
+    """mamba-ssm's CUDA ``selective_scan_fn``, or None when its extension does not import."""
+    try:
+        import selective_scan_cuda  # noqa: F401
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+    except Exception:  # noqa: BLE001
+        return None
+    return selective_scan_fn
+
+
+def scan_paths(device):
+    """name -> callable(u, delta, A, B, C, D, z, delta_bias, softplus) for every path available here."""
+    from visionzoo.ops import selective_scan
+
+    paths = {BASELINE: lambda *a: selective_scan(*a, backend='reference'),
+             'torch': lambda *a: selective_scan(*a, backend='torch')}
+    if device == 'cuda':
+        from visionzoo.ops.selective_scan import triton_available
+        if triton_available():
+            paths['triton'] = lambda *a: selective_scan(*a, backend='triton')
+        cuda_fn = load_mamba_cuda()
+        if cuda_fn is not None:
+            paths['mamba-cuda'] = lambda *a: cuda_fn(*a)
+    ref = load_mamba_ref()
+    if ref is not None:
+        paths['mamba-ref'] = lambda *a: ref(*a)
+    return paths
+
+
+# -------------------------------------------------------------------------------------------------------- timing
+def _sync(device):
+    if device == 'cuda':
+        torch.cuda.synchronize()
+
+
+def time_path(fn, inputs, device, repeats):
+    """Best forward time (no autograd) and best forward+backward time over ``repeats`` runs, after a warm-up."""
+    def fwd():
+        with torch.no_grad():
+            fn(*inputs, True)
+
+    def fwd_bwd():
+        out = fn(*inputs, True)
+        out.backward(torch.ones_like(out))
+        for t in inputs:
+            t.grad = None
+
+    results = []
+    for step in (fwd, fwd_bwd):
+        step()
+        _sync(device)
+        best = float('inf')
+        for _ in range(repeats):
+            start = time.perf_counter()
+            step()
+            _sync(device)
+            best = min(best, time.perf_counter() - start)
+        results.append(best)
+    return results
+
+
+def _rss_kib(field):
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    raise RuntimeError(f'{field} not in /proc/self/status')
+
+
+def peak_memory_worker(path_name, shape, device):
+    """(In a subprocess) peak memory growth in bytes of one forward+backward of one path."""
+    batch, dim, seqlen, dstate = shape
+    fn = scan_paths(device)[path_name]
+    inputs = scan_inputs(batch, dim, seqlen, dstate, device)
+    if device == 'cuda':
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        out = fn(*inputs, True)
+        out.backward(torch.ones_like(out))
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - before
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')  # reset the peak resident set to the current one
+    except OSError:
+        pass
+    before = _rss_kib('VmRSS')
+    out = fn(*inputs, True)
+    out.backward(torch.ones_like(out))
+    return (_rss_kib('VmHWM') - before) * 1024
+
+
+def peak_memory(path_name, shape, device):
+    """Run :func:`peak_memory_worker` in a fresh interpreter so that each path starts from the same state."""
+    cmd = [sys.executable, os.path.abspath(__file__), 'scan', '--memory-worker', path_name,
+           '--shape', ','.join(map(str, shape)), '--device', device]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        return None
+    return json.loads(result.stdout.strip().splitlines()[-1])['peak_bytes']
+
+
+# ----------------------------------------------------------------------------------------------------------- main
+def _ratio(value, base):
+    return f'{base / value:8.1f}x' if value and base else '       -'
+
+
+def bench_scan(args):
+    device = args.device
+    shapes = [tuple(int(v) for v in s.split(',')) for s in (args.shape or DEFAULT_SHAPES)]
+    paths = scan_paths(device)
+    if args.paths:
+        paths = {k: v for k, v in paths.items() if k in args.paths.split(',') or k == BASELINE}
+    print(f'selective scan, device={device}, torch {torch.__version__}, threads={torch.get_num_threads()}; '
+          f'ratios = {BASELINE} / path (higher is better), measured in this run')
+    for shape in shapes:
+        batch, dim, seqlen, dstate = shape
+        rows = {}
+        for name, fn in paths.items():
+            inputs = scan_inputs(batch, dim, seqlen, dstate, device)
+            repeats = args.baseline_repeats if name in (BASELINE, 'mamba-ref') else args.repeats
+            fwd, fwd_bwd = time_path(fn, inputs, device, repeats)
+            mem = None if args.no_memory else peak_memory(name, shape, device)
+            rows[name] = (fwd, fwd_bwd, mem)
+        base = rows[BASELINE]
+        print(f'\nb={batch} d={dim} l={seqlen} n={dstate}')
+        print(f'{"path":<12}{"fwd ms":>10}{"ratio":>10}{"fwd+bwd ms":>12}{"ratio":>10}{"peak MiB":>10}{"ratio":>10}')
+        for name, (fwd, fwd_bwd, mem) in rows.items():
+            mem_txt = f'{mem / 2**20:10.1f}' if mem is not None else f'{"-":>10}'
+            print(f'{name:<12}{fwd * 1e3:10.2f}{_ratio(fwd, base[0]):>10}{fwd_bwd * 1e3:12.2f}'
+                  f'{_ratio(fwd_bwd, base[1]):>10}{mem_txt}{_ratio(mem, base[2]):>10}')
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    sub = parser.add_subparsers(dest='op', required=True)
+    scan = sub.add_parser('scan', help='selective scan: every path against the sequential reference')
+    scan.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu', choices=('cpu', 'cuda'))
+    scan.add_argument('--shape', action='append', help='batch,dim,seqlen,dstate (repeatable); default: '
+                      + ' and '.join(DEFAULT_SHAPES))
+    scan.add_argument('--paths', help='comma-separated subset of paths (the baseline always runs)')
+    scan.add_argument('--repeats', type=int, default=5, help='timed runs per fast path (best is kept)')
+    scan.add_argument('--baseline-repeats', type=int, default=1, help='timed runs of the slow references')
+    scan.add_argument('--no-memory', action='store_true', help='skip the peak-memory subprocesses')
+    scan.add_argument('--memory-worker', help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.memory_worker:
+        shape = tuple(int(v) for v in args.shape[0].split(','))
+        print(json.dumps({'peak_bytes': peak_memory_worker(args.memory_worker, shape, args.device)}))
+        return
+    bench_scan(args)
+
+
+if __name__ == '__main__':
+    main()
