@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 # CPU-only machines run everything here; the pinned torch/torchvision pair is the one the project is tested on.
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 PYTEST_WORKERS ?= 2
+DEMO_CONFIG := configs/classification/demo_shapes_resnet10t.py
 DEMO_DIR := work_dirs/demo_$(shell date +%Y%m%d_%H%M%S)
 
 .PHONY: install test demo clean
@@ -23,11 +24,11 @@ $(STAMP): $(VENV)/bin/python setup.py pyproject.toml Makefile
 install: $(STAMP)
 
 test: install
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --durations=15 tests
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=15 tests
 
 demo: install
-	$(PY) tools/train.py configs/classification/demo_shapes_resnet10t.py --work-dir $(DEMO_DIR)
-	$(PY) tools/test.py configs/classification/demo_shapes_resnet10t.py $(DEMO_DIR)/epoch_8.pth \
+	$(PY) tools/train.py $(DEMO_CONFIG) --work-dir $(DEMO_DIR)
+	$(PY) tools/test.py $(DEMO_CONFIG) "$$(cat $(DEMO_DIR)/last_checkpoint)" \
 		--work-dir $(DEMO_DIR) --show-dir $(DEMO_DIR)/show --show-max 16
 
 clean:
