@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     from visionzoo.engine.checkpoint import load_model_weights, safe_load
     from visionzoo.engine.config import check_types, load_config
     from visionzoo.engine.hooks import format_metric_table
-    from visionzoo.engine.runner_utils import adapt_to_device, format_error
+    from visionzoo.engine.runner_utils import adapt_to_device, format_error, init_cpu_distributed
     from visionzoo.utils.errors import ConfigError, VisionzooError
 
     try:
@@ -67,6 +67,7 @@ def main(argv=None) -> int:
             cfg.custom_hooks = hooks
         adapt_to_device(cfg)
         check_types(cfg, args.config)
+        init_cpu_distributed(cfg)
         runner = Runner.from_cfg(cfg)
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         load_model_weights(model, args.checkpoint)

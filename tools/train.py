@@ -36,13 +36,14 @@ def main(argv=None) -> int:
     from mmengine.runner import Runner
 
     from visionzoo.engine.config import check_types, load_config
-    from visionzoo.engine.runner_utils import format_error, setup_train_cfg
+    from visionzoo.engine.runner_utils import format_error, init_cpu_distributed, setup_train_cfg
     from visionzoo.utils.errors import VisionzooError
 
     try:
         cfg = load_config(args.config, args.cfg_options)
         setup_train_cfg(cfg, args.work_dir, args.resume, args.amp, args.launcher, args.config)
         check_types(cfg, args.config)
+        init_cpu_distributed(cfg)
         runner = Runner.from_cfg(cfg)
         runner.train()
     except VisionzooError as e:

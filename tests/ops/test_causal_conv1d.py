@@ -7,7 +7,7 @@ from visionzoo.ops import causal_conv1d
 
 
 def documented(x, weight, bias=None, activation=None):
-    """causal-conv1d's README: ``F.conv1d(x, weight.unsqueeze(1), bias, padding=width - 1, groups=dim)[..., :seqlen]``."""
+    """causal-conv1d README: ``F.conv1d(x, weight.unsqueeze(1), bias, padding=width - 1, groups=dim)[..., :seqlen]``."""
     dim, width = weight.shape
     out = F.conv1d(x.float(), weight.float().unsqueeze(1), None if bias is None else bias.float(),
                    padding=width - 1, groups=dim)[..., :x.shape[-1]]
@@ -80,3 +80,16 @@ def test_bad_input_raises_value_error(kwargs, pattern):
     args.update(kwargs)
     with pytest.raises(ValueError, match=pattern):
         causal_conv1d(**args)
+
+
+@pytest.mark.parametrize('backend', ['torch', 'reference'])
+def test_reverse_is_the_flipped_causal_conv(backend):
+    """Vision Mamba's backward branch: conv of the flipped sequence, flipped back, without flipped copies."""
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 5, 13, generator=g)
+    weight = torch.randn(5, 4, generator=g)
+    bias = torch.randn(5, generator=g)
+    got = grads(lambda *a: causal_conv1d(*a, reverse=True, backend=backend), x, weight, bias, 'silu')
+    flipped = grads(lambda x_, *a: documented(x_.flip(-1), *a).flip(-1), x, weight, bias, 'silu')
+    for name, a, b in zip(('out', 'dx', 'dweight', 'dbias'), got, flipped):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=lambda m, n=name: f'{n}: {m}')

@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 
 from visionzoo.ops import selective_scan, selective_scan_bidirectional
-from visionzoo.ops.selective_scan.reference import selective_scan_reference  # noqa: F401
 
 torch_path = importlib.import_module('visionzoo.ops.selective_scan.torch')  # the module, not PyTorch
 
@@ -28,7 +27,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 # ----------------------------------------------------------------------------------------------------------- inputs
 def make_inputs(batch=2, dim=4, seqlen=19, dstate=3, b_form='var', c_form='var', groups=1, has_D=True, has_z=True,
-                has_bias=True, dtype=torch.float32, seed=0, realistic=False):
+                has_bias=True, dtype=torch.float32, seed=0, realistic=False, delta_range=None):
     """Inputs drawn as in mamba-ssm's tests (A = -0.5 rand, delta = 0.5 rand, the rest randn).
 
     ``b_form``/``c_form``: 'const' (dim, dstate), 'var3' (batch, dstate, seqlen) or 'var' (batch, groups, dstate,
@@ -60,6 +59,8 @@ def make_inputs(batch=2, dim=4, seqlen=19, dstate=3, b_form='var', c_form='var',
         A = -0.5 * rand(dim, dstate)
         delta = (0.5 * rand(batch, dim, seqlen)).to(dtype)
         delta_bias = 0.5 * rand(dim)
+    if delta_range is not None:
+        delta = (delta_range * (2 * rand(batch, dim, seqlen) - 1)).to(dtype)
     B, C = bc(b_form), bc(c_form)
     D = randn(dim) if has_D else None
     z = randn(batch, dim, seqlen).to(dtype) if has_z else None
@@ -157,6 +158,15 @@ CASES = [
     ('var', 'const', 1, False, True, True, False, 16, True),
     ('var3', 'var', 2, True, True, False, True, 150, False),
 ]
+
+
+def test_torch_path_large_delta(small_chunks, mamba_ref):
+    """delta far past softplus's threshold (20) and past exp's float32 range (88): finite, exact results."""
+    inputs = make_inputs(seqlen=30, delta_range=100.0, seed=4)
+    assert (inputs[1] > 90).any() and (inputs[1] < -90).any()
+    got = run(selective_scan, inputs, backend='torch', delta_softplus=True)
+    assert_all_close(got, run(reference, inputs, delta_softplus=True), FP32_TOL, 'vs ours')
+    assert_all_close(got, run(mamba(mamba_ref), inputs, delta_softplus=True), FP32_TOL, 'vs mamba')
 
 
 @pytest.mark.parametrize('case', CASES, ids=lambda c: '-'.join(map(str, c)))
@@ -370,6 +380,7 @@ TRITON_CASES = [
     ('len1', dict(seqlen=1, b_form='const', c_form='var', groups=2, has_z=False, has_bias=False), True, False),
     ('long-for-interpreter', dict(seqlen=40, b_form='var', c_form='const', groups=2, has_D=False), True, False),
     ('realistic', dict(seqlen=23, dim=4, dstate=5, b_form='var3', c_form='var3', realistic=True), True, False),
+    ('large-delta', dict(seqlen=12, b_form='var3', c_form='const', delta_range=100.0), True, False),
     ('bf16', dict(seqlen=19, b_form='var3', c_form='var3', dtype=torch.bfloat16), True, False),
     ('fp16', dict(seqlen=11, b_form='var', c_form='var', groups=2, dtype=torch.float16), True, True),
 ]
@@ -431,6 +442,45 @@ def test_triton_bidirectional_interpreted(triton_results):
     present = [t for t in leaves if t is not None]
     for name, g, ge in zip('u delta A B C D bias z'.split(), grads, torch.autograd.grad(expected, present, dout)):
         torch.testing.assert_close(g, ge, **FP32_TOL, msg=lambda m, n=name: f'd{n}: {m}')
+
+
+@pytest.mark.parametrize('kernel', ['fwd', 'bwd'])
+def test_triton_kernels_compile_for_cuda(kernel):
+    """Compile the kernels to a CUDA binary (sm_90, no GPU needed): catches what the interpreter accepts but the
+    compiler rejects (scan over the last axis of a 3-D tile, reverse scans, constexpr branches, casts)."""
+    pytest.importorskip('triton')
+    from visionzoo.ops.selective_scan import triton as triton_path
+    if triton_path.interpreting():
+        pytest.skip('this process runs Triton in interpreter mode')
+    try:
+        import inspect
+
+        from triton import compile as triton_compile
+        from triton.backends.compiler import GPUTarget
+        from triton.compiler import ASTSource
+    except ImportError as e:
+        pytest.skip(f'this Triton has no ahead-of-time compile API: {e}')
+    fn = {'fwd': triton_path._selective_scan_fwd_kernel, 'bwd': triton_path._selective_scan_bwd_kernel}[kernel]
+    params = list(inspect.signature(fn.fn).parameters)
+    fp32_ptrs = {'A_ptr', 'D_ptr', 'bias_ptr', 'state_ptr', 'dA_ptr', 'dB_ptr', 'dC_ptr', 'dD_ptr', 'dbias_ptr'}
+    constexprs = dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, VAR_B=True, VAR_C=False, REVERSE=True,
+                      BLOCK_D=2, BLOCK_N=16, BLOCK_L=64)
+    signature = {}
+    for p in params:
+        if p in constexprs:
+            signature[p] = 'constexpr'
+        elif p.endswith('_ptr'):
+            signature[p] = '*fp32' if p in fp32_ptrs else '*bf16'
+        else:
+            signature[p] = 'i32'
+    source = ASTSource(fn=fn, signature=signature,
+                       constexprs={(params.index(k),): v for k, v in constexprs.items()})
+    try:
+        compiled = triton_compile(source, target=GPUTarget('cuda', 90, 32), options={'num_warps': 4})
+    except FileNotFoundError as e:  # a Triton build without the bundled ptxas
+        pytest.skip(f'no CUDA assembler: {e}')
+    assert len(compiled.asm['cubin']) > 0
+    assert '.entry' in compiled.asm['ptx']
 
 
 if __name__ == '__main__' and len(sys.argv) == 3 and sys.argv[1] == '--triton-worker':

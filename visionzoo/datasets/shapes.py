@@ -51,6 +51,7 @@ _STYLE = {
     'blob_alpha': (0.15, 0.45),  # opacity of background blobs
     'line_alpha': (0.3, 0.8),  # opacity of background lines
     'contrast': (45.0, 150.0),  # RGB distance of an object's colour to the mean background under it
+    'contrast_power': 1.0,  # contrast = lo + (hi - lo) * u ** power, u ~ U(0, 1): power < 1 favours high contrast
     'shade': 20.0,  # largest linear shading across an object
     'noise': (2.0, 10.0),  # sigma of the gaussian pixel noise
 }
@@ -152,7 +153,8 @@ def _pick_color(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray) -> 
         n = _norm3(v)
         if n < 1e-6:
             continue
-        contrast = rng.uniform(*_STYLE['contrast'])
+        lo, hi = _STYLE['contrast']
+        contrast = lo + (hi - lo) * rng.random() ** _STYLE['contrast_power']
         color = np.rint(np.clip(bg + v * (contrast / n), 0.0, 255.0))
         if _norm3(color - bg) >= _STYLE['contrast'][0]:
             return color

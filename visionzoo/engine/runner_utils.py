@@ -11,7 +11,8 @@ from ..utils.errors import CheckpointError, ConfigError, VisionzooError
 from .checkpoint import safe_load
 from .optim import amp_optim_wrapper_type
 
-__all__ = ['existing_checkpoints', 'check_work_dir', 'setup_train_cfg', 'adapt_to_device', 'format_error']
+__all__ = ['existing_checkpoints', 'check_work_dir', 'setup_train_cfg', 'adapt_to_device', 'init_cpu_distributed',
+           'format_error']
 
 
 def existing_checkpoints(work_dir: str) -> list:
@@ -48,6 +49,18 @@ def adapt_to_device(cfg: Config) -> None:
         if wrapper_type == 'AmpOptimWrapper':
             raise ConfigError("optim_wrapper.type='AmpOptimWrapper' needs a CUDA device; on CPU use "
                               "type='CPUAmpOptimWrapper' (bf16 autocast), or pass --amp to choose by device")
+
+
+def init_cpu_distributed(cfg: Config) -> None:
+    """Start the gloo process group for ``--launcher pytorch`` on a machine without CUDA.
+
+    mmengine's ``init_dist`` always calls ``torch.cuda.set_device``; once a process group exists the Runner
+    skips it and uses ours.
+    """
+    import torch.distributed as dist
+    if cfg.get('launcher', 'none') == 'pytorch' and not torch.cuda.is_available() and not dist.is_initialized():
+        backend = cfg.get('env_cfg', {}).get('dist_cfg', {}).get('backend', 'gloo')
+        dist.init_process_group(backend=backend)
 
 
 def setup_train_cfg(cfg: Config, work_dir: Optional[str], resume, amp: bool, launcher: str,

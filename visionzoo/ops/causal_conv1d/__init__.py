@@ -42,7 +42,8 @@ def _check(name: str, t, expected, what: str, device) -> None:
 
 
 def causal_conv1d(x: _torch.Tensor, weight: _torch.Tensor, bias: Optional[_torch.Tensor] = None,
-                  activation: Optional[str] = None, *, backend: Optional[str] = None) -> _torch.Tensor:
+                  activation: Optional[str] = None, *, reverse: bool = False,
+                  backend: Optional[str] = None) -> _torch.Tensor:
     """Depthwise causal convolution over the last axis, as ``causal_conv1d.causal_conv1d_fn``.
 
     ``out[b, d, t] = bias[d] + sum_k weight[d, k] * x[b, d, t - (width - 1) + k]`` with zeros before the start,
@@ -54,6 +55,8 @@ def causal_conv1d(x: _torch.Tensor, weight: _torch.Tensor, bias: Optional[_torch
         weight: (dim, width) (a Conv1d weight (dim, 1, width) must be reshaped by the caller).
         bias: optional (dim,).
         activation: None, ``'silu'`` or ``'swish'``.
+        reverse: anti-causal direction, ``out[t]`` from ``x[t .. t + width - 1]`` (not in causal-conv1d): equals
+            ``causal_conv1d(x.flip(-1), …).flip(-1)``, as the backward branch of Vision Mamba needs.
         backend: ``'auto'``/``'torch'`` or ``'reference'``; None reads ``VISIONZOO_CONV1D_BACKEND``.
 
     Returns:
@@ -83,5 +86,5 @@ def causal_conv1d(x: _torch.Tensor, weight: _torch.Tensor, bias: Optional[_torch
         source = 'backend' if backend is not None else ENV_BACKEND
         raise ValueError(f'{source} must be one of {BACKENDS}, got {name!r}')
     if name == 'reference':
-        return causal_conv1d_reference(x, weight, bias, activation)
-    return causal_conv1d_torch(x, weight, bias, activation)
+        return causal_conv1d_reference(x, weight, bias, activation, reverse)
+    return causal_conv1d_torch(x, weight, bias, activation, reverse)

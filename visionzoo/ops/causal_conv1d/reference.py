@@ -6,8 +6,10 @@ import torch.nn.functional as F
 
 
 def causal_conv1d_reference(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
-                            activation: Optional[str] = None) -> torch.Tensor:
+                            activation: Optional[str] = None, reverse: bool = False) -> torch.Tensor:
     """``out[t] = bias + sum_k weight[:, k] * x[t - (width - 1 - k)]`` (zero before the start), then SiLU if asked.
+
+    With ``reverse`` the taps look forward instead: ``x[t + (width - 1 - k)]`` (zero past the end).
 
     Arguments as :func:`visionzoo.ops.causal_conv1d` (validated there). Computes in float32 (float64 for float64
     ``x``) and returns ``x``'s dtype. For tests only.
@@ -24,7 +26,11 @@ def causal_conv1d_reference(x: torch.Tensor, weight: torch.Tensor, bias: Optiona
         shift = width - 1 - k
         if shift >= seqlen:
             continue
-        shifted = torch.cat([xf.new_zeros(xf.shape[:-1] + (shift,)), xf[..., :seqlen - shift]], dim=-1)
+        zeros = xf.new_zeros(xf.shape[:-1] + (shift,))
+        if reverse:
+            shifted = torch.cat([xf[..., shift:], zeros], dim=-1)
+        else:
+            shifted = torch.cat([zeros, xf[..., :seqlen - shift]], dim=-1)
         out = out + w[:, k, None] * shifted
     if activation is not None:
         out = F.silu(out)

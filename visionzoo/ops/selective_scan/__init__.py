@@ -196,7 +196,10 @@ def selective_scan_bidirectional(u: _torch.Tensor, delta: _torch.Tensor, A: _tor
         out = silu(z) * (y_0 + y_1) / 2          (sum instead of mean when divide_out is False)
 
     with y_k = selective_scan of direction k (including its D term). Vim computes direction 1 on flipped
-    tensors and flips the result back; passing that branch's inputs unflipped here gives the same output.
+    tensors and flips the result back; computing that branch in the natural order instead (its convolution with
+    ``causal_conv1d(..., reverse=True)``, its projections position by position) and passing it here gives the same
+    output with no flipped copy. The Triton kernels read direction 1 back to front in place; the PyTorch path
+    reverses it inside the time-major copy it makes anyway.
 
     Args:
         u, delta: (2, batch, dim, seqlen), one slice per direction.
