@@ -113,8 +113,8 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def time_path(fn, inputs, device, repeats):
-    """Best forward time (no autograd) and best forward+backward time over ``repeats`` runs, after a warm-up."""
+def time_path(fn, inputs, device, repeats, warmup=True):
+    """Best forward time (no autograd) and best forward+backward time over ``repeats`` runs (after a warm-up run)."""
     def fwd():
         with torch.no_grad():
             fn(*inputs, True)
@@ -127,8 +127,9 @@ def time_path(fn, inputs, device, repeats):
 
     results = []
     for step in (fwd, fwd_bwd):
-        step()
-        _sync(device)
+        if warmup:
+            step()
+            _sync(device)
         best = float('inf')
         for _ in range(repeats):
             start = time.perf_counter()
@@ -174,7 +175,7 @@ def peak_memory_worker(path_name, shape, device):
 def peak_memory(path_name, shape, device):
     """Run :func:`peak_memory_worker` in a fresh interpreter so that each path starts from the same state."""
     cmd = [sys.executable, os.path.abspath(__file__), 'scan', '--memory-worker', path_name,
-           '--shape', ','.join(map(str, shape)), '--device', device]
+           '--shape', ','.join(map(str, shape)), '--device', device, '--threads', str(torch.get_num_threads())]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
         return None
@@ -199,8 +200,9 @@ def bench_scan(args):
         rows = {}
         for name, fn in paths.items():
             inputs = scan_inputs(batch, dim, seqlen, dstate, device)
-            repeats = args.baseline_repeats if name in (BASELINE, 'mamba-ref') else args.repeats
-            fwd, fwd_bwd = time_path(fn, inputs, device, repeats)
+            slow = name in (BASELINE, 'mamba-ref')  # seconds per call: one timed run, no warm-up
+            fwd, fwd_bwd = time_path(fn, inputs, device, args.baseline_repeats if slow else args.repeats,
+                                     warmup=not slow)
             mem = None if args.no_memory else peak_memory(name, shape, device)
             rows[name] = (fwd, fwd_bwd, mem)
         base = rows[BASELINE]
@@ -223,8 +225,11 @@ def main(argv=None):
     scan.add_argument('--repeats', type=int, default=5, help='timed runs per fast path (best is kept)')
     scan.add_argument('--baseline-repeats', type=int, default=1, help='timed runs of the slow references')
     scan.add_argument('--no-memory', action='store_true', help='skip the peak-memory subprocesses')
+    scan.add_argument('--threads', type=int, help='torch.set_num_threads (default: PyTorch\'s choice)')
     scan.add_argument('--memory-worker', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.memory_worker:
         shape = tuple(int(v) for v in args.shape[0].split(','))
         print(json.dumps({'peak_bytes': peak_memory_worker(args.memory_worker, shape, args.device)}))

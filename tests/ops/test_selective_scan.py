@@ -444,6 +444,20 @@ def test_triton_bidirectional_interpreted(triton_results):
         torch.testing.assert_close(g, ge, **FP32_TOL, msg=lambda m, n=name: f'd{n}: {m}')
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device (the interpreter tests cover CPU)')
+@pytest.mark.parametrize('dtype,tol', [(torch.float32, FP32_TOL), (torch.bfloat16, BF16_TOL)])
+@pytest.mark.parametrize('b_form,groups,reverse', [('var', 1, False), ('var', 2, True), ('const', 1, False)])
+def test_triton_on_cuda_matches_reference(dtype, tol, b_form, groups, reverse):
+    """The compiled kernels at ViM-like sizes (several chunks and channel blocks), against the float32 reference."""
+    inputs = make_inputs(batch=2, dim=64, seqlen=300, dstate=16, b_form=b_form, c_form=b_form, groups=groups,
+                         dtype=dtype, realistic=True, seed=11)
+    assert selective_scan(*[None if t is None else t.cuda() for t in inputs]).is_cuda
+    got = run(selective_scan, [None if t is None else t.cuda() for t in inputs], backend='triton',
+              delta_softplus=True, reverse=reverse)
+    got = (got[0].cpu(), got[1].cpu(), [None if g is None else g.cpu() for g in got[2]])
+    assert_all_close(got, run(reference, inputs, delta_softplus=True, reverse=reverse), tol, 'cuda vs ours')
+
+
 @pytest.mark.parametrize('kernel', ['fwd', 'bwd'])
 def test_triton_kernels_compile_for_cuda(kernel):
     """Compile the kernels to a CUDA binary (sm_90, no GPU needed): catches what the interpreter accepts but the

@@ -9,6 +9,7 @@ from mmengine.config import Config
 
 from ..utils.errors import CheckpointError, ConfigError, VisionzooError
 from .checkpoint import safe_load
+from .cli import resolve_work_dir
 from .optim import amp_optim_wrapper_type
 
 __all__ = ['existing_checkpoints', 'check_work_dir', 'setup_train_cfg', 'adapt_to_device', 'init_cpu_distributed',
@@ -69,10 +70,7 @@ def setup_train_cfg(cfg: Config, work_dir: Optional[str], resume, amp: bool, lau
 
     ``resume``: None (fresh run), ``'auto'`` (latest checkpoint of the work dir) or a checkpoint path.
     """
-    if work_dir:
-        cfg.work_dir = work_dir
-    elif not cfg.get('work_dir'):
-        cfg.work_dir = os.path.join('work_dirs', os.path.splitext(os.path.basename(config_path))[0])
+    resolve_work_dir(cfg, work_dir, config_path)
     cfg.launcher = launcher
     if resume is None:
         check_work_dir(cfg.work_dir, resume=False)

@@ -67,7 +67,7 @@ def _check_tensor(name: str, t, expected: Tuple[int, ...], what: str, device: _t
 
 def _check_bc(name: str, X, batch: int, dim: int, dstate: int, seqlen: int, device: _torch.device) -> None:
     what = (f'(dim, dstate)={(dim, dstate)}, (batch, dstate, seqlen)={(batch, dstate, seqlen)} or '
-            f'(batch, groups, dstate, seqlen)={(batch, "groups", dstate, seqlen)} with dim % groups == 0')
+            f'(batch, groups, dstate, seqlen)=({batch}, groups, {dstate}, {seqlen}) with dim % groups == 0')
     if not isinstance(X, _torch.Tensor):
         raise TypeError(f'{name} must be a torch.Tensor of shape {what}, got {type(X).__name__}')
     if X.dim() == 2:
