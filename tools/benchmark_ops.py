@@ -7,10 +7,14 @@ Usage::
     python tools/benchmark_ops.py scan --shape 8,384,197,16 --repeats 5
 
 For every path of the selective scan it prints forward time (no autograd), forward+backward time and peak
-memory of forward+backward, and each as a ratio against the baseline: ``reference``, the plain sequential loop
-that autograd differentiates through (:mod:`visionzoo.ops.selective_scan.reference`). mamba-ssm's
-``selective_scan_ref`` is included when the package is installed (imported from its module file, without the CUDA
-extension); its CUDA kernel when ``selective_scan_cuda`` imports and the device is CUDA.
+memory of forward+backward, each also as a ratio against the baseline ``sequential``: the plain sequential
+formulation of mamba-ssm's and VMamba's PyTorch references (decays ``exp(delta A)`` and inputs ``delta B u``
+precomputed for every position as (batch, dim, seqlen, dstate) tensors, then one step per position), written
+with elementwise operations and differentiated by autograd through its loop. Also timed: ``reference``, the
+lighter sequential loop the tests use (:mod:`visionzoo.ops.selective_scan.reference`: decays computed step by
+step, so autograd never scatters into a full-size tensor), mamba-ssm's ``selective_scan_ref`` when the package is
+installed (imported from its module file, without the CUDA extension), and its CUDA kernel when
+``selective_scan_cuda`` imports and the device is CUDA.
 
 Inputs follow ViM's use: variable B and C with one group, D, z, delta_bias, softplus, A = -(1..dstate).
 CPU peak memory is the growth of the process's peak resident set during one forward+backward, measured in a fresh
@@ -34,7 +38,8 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 DEFAULT_SHAPES = ['8,384,197,16', '8,384,1024,16']
-BASELINE = 'reference'
+BASELINE = 'sequential'
+SLOW = ('sequential', 'reference', 'mamba-ref')
 
 
 # --------------------------------------------------------------------------------------------------------- inputs
@@ -88,11 +93,44 @@ def load_mamba_cuda():
     return selective_scan_fn
 
 
+def sequential_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    """The baseline: plain sequential selective scan over precomputed (batch, dim, seqlen, dstate) tensors.
+
+    The structure of mamba-ssm's ``selective_scan_ref``: ``exp(delta A)`` and ``delta B u`` computed for every
+    position up front, then one step per position that reads slices of them; here with elementwise products
+    instead of einsum, and ``C`` read per group without repeating it over channels (variable B/C only).
+    Autograd differentiates through the loop.
+    """
+    batch, dim, seqlen = u.shape
+    groups, dstate = B.shape[1], A.shape[1]
+    dt = delta.float()
+    if delta_bias is not None:
+        dt = dt + delta_bias.float()[:, None]
+    if delta_softplus:
+        dt = torch.nn.functional.softplus(dt)
+    decay = torch.exp(dt.unsqueeze(-1) * A.float()[:, None, :])  # (batch, dim, seqlen, dstate)
+    Bd = B.float().repeat_interleave(dim // groups, dim=1).transpose(2, 3)
+    inputs = (dt * u.float()).unsqueeze(-1) * Bd
+    Cg = C.float()  # (batch, groups, dstate, seqlen)
+    h = u.new_zeros((batch, dim, dstate), dtype=torch.float32)
+    ys = []
+    for t in range(seqlen):
+        h = decay[:, :, t] * h + inputs[:, :, t]
+        ys.append((h.view(batch, groups, dim // groups, dstate) * Cg[:, :, None, :, t]).sum(-1).view(batch, dim))
+    y = torch.stack(ys, dim=2)
+    if D is not None:
+        y = y + D.float()[:, None] * u.float()
+    if z is not None:
+        y = y * torch.nn.functional.silu(z.float())
+    return y.to(u.dtype)
+
+
 def scan_paths(device):
     """name -> callable(u, delta, A, B, C, D, z, delta_bias, softplus) for every path available here."""
     from visionzoo.ops import selective_scan
 
-    paths = {BASELINE: lambda *a: selective_scan(*a, backend='reference'),
+    paths = {BASELINE: sequential_scan,
+             'reference': lambda *a: selective_scan(*a, backend='reference'),
              'torch': lambda *a: selective_scan(*a, backend='torch')}
     if device == 'cuda':
         from visionzoo.ops.selective_scan import triton_available
@@ -184,7 +222,7 @@ def peak_memory(path_name, shape, device):
 
 # ----------------------------------------------------------------------------------------------------------- main
 def _ratio(value, base):
-    return f'{base / value:8.1f}x' if value and base else '       -'
+    return f'{base / value:.1f}x' if value and base else '-'
 
 
 def bench_scan(args):
@@ -193,25 +231,28 @@ def bench_scan(args):
     paths = scan_paths(device)
     if args.paths:
         paths = {k: v for k, v in paths.items() if k in args.paths.split(',') or k == BASELINE}
-    print(f'selective scan, device={device}, torch {torch.__version__}, threads={torch.get_num_threads()}; '
-          f'ratios = {BASELINE} / path (higher is better), measured in this run')
+    print(f'selective scan, device={device}, torch {torch.__version__}, threads={torch.get_num_threads()}')
+    print(f'ratio = {BASELINE} / path, measured in this run (higher is better); '
+          f'"vs reference" = reference / path for forward+backward')
     for shape in shapes:
         batch, dim, seqlen, dstate = shape
         rows = {}
         for name, fn in paths.items():
             inputs = scan_inputs(batch, dim, seqlen, dstate, device)
-            slow = name in (BASELINE, 'mamba-ref')  # seconds per call: one timed run, no warm-up
+            slow = name in SLOW  # up to seconds per call: one timed run, no warm-up
             fwd, fwd_bwd = time_path(fn, inputs, device, args.baseline_repeats if slow else args.repeats,
                                      warmup=not slow)
             mem = None if args.no_memory else peak_memory(name, shape, device)
             rows[name] = (fwd, fwd_bwd, mem)
         base = rows[BASELINE]
+        ref = rows.get('reference', (None, None, None))
         print(f'\nb={batch} d={dim} l={seqlen} n={dstate}')
-        print(f'{"path":<12}{"fwd ms":>10}{"ratio":>10}{"fwd+bwd ms":>12}{"ratio":>10}{"peak MiB":>10}{"ratio":>10}')
+        print(f'{"path":<12}{"fwd ms":>10}{"ratio":>9}{"fwd+bwd ms":>12}{"ratio":>9}{"vs reference":>14}'
+              f'{"peak MiB":>10}{"ratio":>9}')
         for name, (fwd, fwd_bwd, mem) in rows.items():
             mem_txt = f'{mem / 2**20:10.1f}' if mem is not None else f'{"-":>10}'
-            print(f'{name:<12}{fwd * 1e3:10.2f}{_ratio(fwd, base[0]):>10}{fwd_bwd * 1e3:12.2f}'
-                  f'{_ratio(fwd_bwd, base[1]):>10}{mem_txt}{_ratio(mem, base[2]):>10}')
+            print(f'{name:<12}{fwd * 1e3:10.2f}{_ratio(fwd, base[0]):>9}{fwd_bwd * 1e3:12.2f}'
+                  f'{_ratio(fwd_bwd, base[1]):>9}{_ratio(fwd_bwd, ref[1]):>14}{mem_txt}{_ratio(mem, base[2]):>9}')
 
 
 def main(argv=None):

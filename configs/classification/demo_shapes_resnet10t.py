@@ -7,12 +7,12 @@ model = dict(
     head=dict(type='LinearClsHead', num_classes=4, label_smoothing=0.1),
 )
 
-max_epochs = 8
+max_epochs = 16
 optim_wrapper = dict(optimizer=dict(type='AdamW', lr=2e-3, weight_decay=0.05))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=True, begin=0, end=1, convert_to_iter_based=True),
     dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=1, end=max_epochs, convert_to_iter_based=True),
 ]
-train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=2)
+train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=4)
 val_cfg = dict()
 test_cfg = dict()

@@ -45,15 +45,18 @@ _DET_MAX_FRACTION = 0.75  # largest circumscribed diameter, as a fraction of the
 _MIN_AREA = 20  # px; smallest full and visible object area
 _MIN_VISIBLE = 0.4  # smallest visible fraction of an object after occlusion
 _PLACE_TRIES = 20
-# Appearance ranges (uniform); they set the difficulty. Changing them changes the data: bump FORMAT_VERSION.
+# Appearance ranges; they set the difficulty. They are part of the cache key (a change gives a new folder); any
+# other change to the rendering must bump FORMAT_VERSION. Tuned so that a small CNN trained from scratch on the
+# default classification split (1200 images) reaches ~94% val accuracy after ~600 steps of batch 64, but is still
+# near chance after ~100 steps: harder settings (contrast 45-150, stronger texture) stayed at chance for 230 steps.
 _STYLE = {
-    'texture': (0.1, 0.4),  # amplitude of the smooth colour texture, times 127.5
-    'blob_alpha': (0.15, 0.45),  # opacity of background blobs
-    'line_alpha': (0.3, 0.8),  # opacity of background lines
-    'contrast': (45.0, 150.0),  # RGB distance of an object's colour to the mean background under it
-    'contrast_power': 1.0,  # contrast = lo + (hi - lo) * u ** power, u ~ U(0, 1): power < 1 favours high contrast
+    'texture': (0.05, 0.2),  # amplitude of the smooth colour texture, times 127.5
+    'blob_alpha': (0.1, 0.3),  # opacity of background blobs
+    'line_alpha': (0.2, 0.5),  # opacity of background lines
+    'contrast': (60.0, 250.0),  # RGB distance of an object's colour to the mean background under it
+    'contrast_power': 0.5,  # contrast = lo + (hi - lo) * u ** power, u ~ U(0, 1): power < 1 favours high contrast
     'shade': 20.0,  # largest linear shading across an object
-    'noise': (2.0, 10.0),  # sigma of the gaussian pixel noise
+    'noise': (2.0, 6.0),  # sigma of the gaussian pixel noise
 }
 
 
@@ -146,7 +149,7 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 
 def _pick_color(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Random integer RGB colour whose distance to the mean background under ``mask`` is 45..150 (often low)."""
+    """Random integer RGB colour at a random distance (``_STYLE['contrast']``) from the mean background in ``mask``."""
     bg = np.rint(img[mask].mean(axis=0)) if mask.any() else np.full(3, 127.0)
     for _ in range(10):
         v = rng.normal(size=3)
@@ -361,7 +364,8 @@ def _manifest_ok(folder: str, params: dict) -> bool:
     except (OSError, ValueError):
         return False
     return (isinstance(manifest, dict) and manifest.get('format_version') == FORMAT_VERSION
-            and manifest.get('params') == params and manifest.get('classes') == list(SHAPES_CLASSES))
+            and manifest.get('params') == params and manifest.get('classes') == list(SHAPES_CLASSES)
+            and manifest.get('style') == json.loads(json.dumps(_STYLE)))
 
 
 def _move_aside(folder: str, root: str) -> Optional[str]:
@@ -417,8 +421,8 @@ def make_shapes(root: Optional[str] = None, *, seed: int = 0, cls_image_size: in
         raise DatasetError(f'make_shapes: det_image_size must be >= 32, got {det_image_size}')
 
     root = os.path.abspath(os.path.expanduser(root if root is not None else shapes_root()))
-    key = json.dumps({'format_version': FORMAT_VERSION, 'classes': list(SHAPES_CLASSES), 'params': params},
-                     sort_keys=True)
+    key = json.dumps({'format_version': FORMAT_VERSION, 'classes': list(SHAPES_CLASSES), 'params': params,
+                      'style': _STYLE}, sort_keys=True)
     folder = os.path.join(root, f'v{FORMAT_VERSION}-{hashlib.sha1(key.encode()).hexdigest()[:8]}')
     if not force and _manifest_ok(folder, params):
         return _result(folder)
@@ -433,7 +437,7 @@ def make_shapes(root: Optional[str] = None, *, seed: int = 0, cls_image_size: in
     try:
         counts = _generate(tmp, params, workers)
         manifest = {'format_version': FORMAT_VERSION, 'name': 'visionzoo-shapes', 'classes': list(SHAPES_CLASSES),
-                    'params': params, 'counts': counts}
+                    'params': params, 'style': _STYLE, 'counts': counts}
         with open(os.path.join(tmp, _MANIFEST), 'w') as f:
             json.dump(manifest, f, indent=2)
         if os.path.lexists(folder) and (force or not _manifest_ok(folder, params)):
