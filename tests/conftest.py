@@ -41,23 +41,24 @@ def write_config(path, body: str) -> str:
     return str(path)
 
 
-def tiny_cls_config(tmp_path, tiny_shapes, extra: str = '', name='tiny_cls.py', max_epochs=3) -> str:
+def tiny_cls_config(tmp_path, tiny_shapes, extra: str = '', name='tiny_cls.py', max_epochs=6) -> str:
     """A config file for a fast, deterministic classification run on the tiny shapes data."""
     base = os.path.join(ROOT, 'configs', 'classification', 'demo_shapes_resnet10t.py')
     return write_config(tmp_path / name, f'''
 _base_ = [{base!r}]
 shapes = dict(type='ShapesClsDataset', data_root={tiny_shapes['data_root']!r}, shapes_cfg={TINY_SHAPES!r})
 pipe = dict(type='TimmTransform', input_size=32, is_training=False, crop_pct=1.0)
-train_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False,
+train_dataloader = dict(batch_size=8, num_workers=0, persistent_workers=False,
                         dataset=dict(shapes, split='train', pipeline=pipe, _delete_=True))
 val_dataloader = dict(batch_size=8, num_workers=0, persistent_workers=False,
                       dataset=dict(shapes, split='val', pipeline=pipe, _delete_=True))
 test_dataloader = val_dataloader
 max_epochs = {max_epochs}
 train_cfg = dict(max_epochs=max_epochs, val_interval=1)
-param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=True, begin=0, end=1,
+# warm-up still running at the kill point of the resume test (epoch 2), so the scheduler state matters
+param_scheduler = [dict(type='LinearLR', start_factor=0.5, by_epoch=True, begin=0, end=3,
                         convert_to_iter_based=True)]
-optim_wrapper = dict(optimizer=dict(lr=3e-3, weight_decay=0.0))
+optim_wrapper = dict(optimizer=dict(lr=1e-3, weight_decay=0.0))
 default_hooks = dict(logger=dict(interval=1))
 custom_hooks = [dict(type='MetricTableHook')]
 {extra}

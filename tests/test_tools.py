@@ -31,7 +31,7 @@ def _assert_one_clear_error(proc, *fragments):
 
 @pytest.fixture(scope='module')
 def trained(tiny_shapes, tmp_path_factory):
-    """One uninterrupted 3-epoch run, shared by the tests below."""
+    """One uninterrupted 6-epoch run, shared by the tests below."""
     tmp = tmp_path_factory.mktemp('train')
     cfg = tiny_cls_config(tmp, tiny_shapes)
     work_dir = tmp / 'run'
@@ -45,7 +45,7 @@ def test_training_lowers_the_loss(trained):
     k = len(losses) // 3
     first, last = sum(losses[:k]) / k, sum(losses[-k:]) / k
     assert last < 0.8 * first, (first, last)
-    for epoch in (1, 2, 3):
+    for epoch in range(1, 7):
         assert os.path.isfile(os.path.join(trained['work_dir'], f'epoch_{epoch}.pth'))
 
 
@@ -64,7 +64,7 @@ def test_kill_and_resume_continues_exactly(trained, tiny_shapes, tmp_path):
     work_dir = tmp_path / 'killed'
     proc = run_tool('train.py', killed_cfg, '--work-dir', work_dir)
     assert proc.returncode == -9, proc.stderr[-3000:]  # SIGKILL right after epoch 2's checkpoint
-    assert sorted(os.listdir(work_dir)) and not (work_dir / 'epoch_3.pth').exists()
+    assert (work_dir / 'epoch_2.pth').exists() and not (work_dir / 'epoch_3.pth').exists()
     ckpt2 = safe_load(str(work_dir / 'epoch_2.pth'))
     ref2 = safe_load(os.path.join(trained['work_dir'], 'epoch_2.pth'))
     iters_per_epoch = ref2['meta']['iter'] // 2
@@ -74,9 +74,10 @@ def test_kill_and_resume_continues_exactly(trained, tiny_shapes, tmp_path):
     proc = run_tool('train.py', trained['cfg'], '--work-dir', work_dir, '--resume', check=True)
     log = proc.stdout + proc.stderr
     assert re.search(rf'resumed epoch: 2, iter: {2 * iters_per_epoch}', log), log[-3000:]
-    resumed, ref = safe_load(str(work_dir / 'epoch_3.pth')), safe_load(os.path.join(trained['work_dir'],
-                                                                                        'epoch_3.pth'))
-    assert resumed['meta']['iter'] == ref['meta']['iter'] == 3 * iters_per_epoch
+    resumed, ref = safe_load(str(work_dir / 'epoch_6.pth')), safe_load(os.path.join(trained['work_dir'],
+                                                                                        'epoch_6.pth'))
+    assert resumed['meta']['iter'] == ref['meta']['iter'] == 6 * iters_per_epoch
+    assert resumed['param_schedulers'][0]['last_step'] == ref['param_schedulers'][0]['last_step']
     # identical optimizer state at the kill point and identical training after it
     for k, st in ref2['optimizer']['state'].items():
         for name, v in st.items():
@@ -94,7 +95,7 @@ def test_test_tool_reproduces_the_final_metric(trained, tmp_path):
     assert val, 'training logged no validation metric'
     final_top1 = val[-1]['accuracy/top1']
     out, show = tmp_path / 'preds.json', tmp_path / 'show'
-    proc = run_tool('test.py', trained['cfg'], os.path.join(trained['work_dir'], 'epoch_3.pth'),
+    proc = run_tool('test.py', trained['cfg'], os.path.join(trained['work_dir'], 'epoch_6.pth'),
                     '--work-dir', tmp_path / 'test', '--out', out, '--show-dir', show, '--show-max', 5, check=True)
     m = re.search(r'\|\s*accuracy/top1\s*\|\s*([\d.]+)\s*\|', proc.stdout)
     assert m, proc.stdout[-2000:]
@@ -105,9 +106,9 @@ def test_test_tool_reproduces_the_final_metric(trained, tmp_path):
     assert top1 == pytest.approx(final_top1, abs=1e-4)
     assert len(list(show.glob('*.png'))) == 5
     # nothing already written is replaced
-    again = run_tool('test.py', trained['cfg'], os.path.join(trained['work_dir'], 'epoch_3.pth'), '--out', out)
+    again = run_tool('test.py', trained['cfg'], os.path.join(trained['work_dir'], 'epoch_6.pth'), '--out', out)
     _assert_one_clear_error(again, '--out', 'already exists')
-    again = run_tool('test.py', trained['cfg'], os.path.join(trained['work_dir'], 'epoch_3.pth'), '--show-dir', show)
+    again = run_tool('test.py', trained['cfg'], os.path.join(trained['work_dir'], 'epoch_6.pth'), '--show-dir', show)
     _assert_one_clear_error(again, '--show-dir', 'not empty')
 
 

@@ -17,9 +17,10 @@ installed (imported from its module file, without the CUDA extension), and its C
 ``selective_scan_cuda`` imports and the device is CUDA.
 
 Inputs follow ViM's use: variable B and C with one group, D, z, delta_bias, softplus, A = -(1..dstate).
-CPU peak memory is the growth of the process's peak resident set during one forward+backward, measured in a fresh
-subprocess per path (the peak is reset through /proc/self/clear_refs); CUDA peak memory is
-``torch.cuda.max_memory_allocated`` above the memory held before the call.
+Every (shape, path) runs in a fresh subprocess, so that allocator state left by one path does not slow the next.
+CPU peak memory is the growth of that process's peak resident set during one forward+backward (the peak is reset
+through /proc/self/clear_refs first); CUDA peak memory is ``torch.cuda.max_memory_allocated`` above the memory held
+before the call.
 """
 import argparse
 import importlib
@@ -186,38 +187,53 @@ def _rss_kib(field):
     raise RuntimeError(f'{field} not in /proc/self/status')
 
 
-def peak_memory_worker(path_name, shape, device):
-    """(In a subprocess) peak memory growth in bytes of one forward+backward of one path."""
+def measure_worker(path_name, shape, device, repeats, memory):
+    """(In a fresh subprocess) peak memory of one forward+backward, then best times, of one path at one shape.
+
+    Returns ``{'peak_bytes': int or None, 'fwd': s, 'fwd_bwd': s}``. The memory run comes first, so that the
+    process's peak is that of this path alone; it doubles as the warm-up of the timed runs.
+    """
     batch, dim, seqlen, dstate = shape
     fn = scan_paths(device)[path_name]
     inputs = scan_inputs(batch, dim, seqlen, dstate, device)
-    if device == 'cuda':
+    peak = out = None
+    if memory and device == 'cuda':
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
         out = fn(*inputs, True)
         out.backward(torch.ones_like(out))
         torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - before
-    try:
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')  # reset the peak resident set to the current one
-    except OSError:
-        pass
-    before = _rss_kib('VmRSS')
-    out = fn(*inputs, True)
-    out.backward(torch.ones_like(out))
-    return (_rss_kib('VmHWM') - before) * 1024
+        peak = torch.cuda.max_memory_allocated() - before
+    elif memory:
+        try:
+            with open('/proc/self/clear_refs', 'w') as f:
+                f.write('5')  # reset the peak resident set to the current one
+        except OSError:
+            pass
+        before = _rss_kib('VmRSS')
+        out = fn(*inputs, True)
+        out.backward(torch.ones_like(out))
+        peak = (_rss_kib('VmHWM') - before) * 1024
+    del out
+    for t in inputs:
+        t.grad = None
+    slow = path_name in SLOW  # up to seconds per call: one timed run, no further warm-up
+    fwd, fwd_bwd = time_path(fn, inputs, device, repeats, warmup=not slow and not memory)
+    return {'peak_bytes': peak, 'fwd': fwd, 'fwd_bwd': fwd_bwd}
 
 
-def peak_memory(path_name, shape, device):
-    """Run :func:`peak_memory_worker` in a fresh interpreter so that each path starts from the same state."""
-    cmd = [sys.executable, os.path.abspath(__file__), 'scan', '--memory-worker', path_name,
-           '--shape', ','.join(map(str, shape)), '--device', device, '--threads', str(torch.get_num_threads())]
+def measure(path_name, shape, device, repeats, memory, threads):
+    """Run :func:`measure_worker` in a fresh interpreter, so that every path starts from the same process state
+    (allocator caches and the peak resident set left by one path would otherwise skew the next)."""
+    cmd = [sys.executable, os.path.abspath(__file__), 'scan', '--worker', path_name,
+           '--shape', ','.join(map(str, shape)), '--device', device, '--threads', str(threads),
+           '--repeats', str(repeats)] + ([] if memory else ['--no-memory'])
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
+        sys.stderr.write(f'{path_name} at {shape} failed:\n{result.stderr[-2000:]}\n')
         return None
-    return json.loads(result.stdout.strip().splitlines()[-1])['peak_bytes']
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 # ----------------------------------------------------------------------------------------------------------- main
@@ -228,31 +244,34 @@ def _ratio(value, base):
 def bench_scan(args):
     device = args.device
     shapes = [tuple(int(v) for v in s.split(',')) for s in (args.shape or DEFAULT_SHAPES)]
-    paths = scan_paths(device)
+    names = list(scan_paths(device))
     if args.paths:
-        paths = {k: v for k, v in paths.items() if k in args.paths.split(',') or k == BASELINE}
-    print(f'selective scan, device={device}, torch {torch.__version__}, threads={torch.get_num_threads()}')
+        names = [k for k in names if k in args.paths.split(',') or k == BASELINE]
+    threads = args.threads or torch.get_num_threads()
+    print(f'selective scan, device={device}, torch {torch.__version__}, threads={threads}; each path in a fresh '
+          f'process, best of {args.repeats} runs (one run for {", ".join(SLOW)})')
     print(f'ratio = {BASELINE} / path, measured in this run (higher is better); '
           f'"vs reference" = reference / path for forward+backward')
     for shape in shapes:
         batch, dim, seqlen, dstate = shape
         rows = {}
-        for name, fn in paths.items():
-            inputs = scan_inputs(batch, dim, seqlen, dstate, device)
-            slow = name in SLOW  # up to seconds per call: one timed run, no warm-up
-            fwd, fwd_bwd = time_path(fn, inputs, device, args.baseline_repeats if slow else args.repeats,
-                                     warmup=not slow)
-            mem = None if args.no_memory else peak_memory(name, shape, device)
-            rows[name] = (fwd, fwd_bwd, mem)
+        for name in names:
+            r = measure(name, shape, device, args.baseline_repeats if name in SLOW else args.repeats,
+                        not args.no_memory, threads)
+            rows[name] = (r['fwd'], r['fwd_bwd'], r['peak_bytes']) if r else (None, None, None)
         base = rows[BASELINE]
         ref = rows.get('reference', (None, None, None))
         print(f'\nb={batch} d={dim} l={seqlen} n={dstate}')
         print(f'{"path":<12}{"fwd ms":>10}{"ratio":>9}{"fwd+bwd ms":>12}{"ratio":>9}{"vs reference":>14}'
               f'{"peak MiB":>10}{"ratio":>9}')
         for name, (fwd, fwd_bwd, mem) in rows.items():
+            if fwd is None:
+                print(f'{name:<12}  failed')
+                continue
             mem_txt = f'{mem / 2**20:10.1f}' if mem is not None else f'{"-":>10}'
             print(f'{name:<12}{fwd * 1e3:10.2f}{_ratio(fwd, base[0]):>9}{fwd_bwd * 1e3:12.2f}'
-                  f'{_ratio(fwd_bwd, base[1]):>9}{_ratio(fwd_bwd, ref[1]):>14}{mem_txt}{_ratio(mem, base[2]):>9}')
+                  f'{_ratio(fwd_bwd, base[1]):>9}{_ratio(fwd_bwd, ref[1]):>14}{mem_txt}{_ratio(mem, base[2]):>9}',
+                  flush=True)
 
 
 def main(argv=None):
@@ -267,13 +286,13 @@ def main(argv=None):
     scan.add_argument('--baseline-repeats', type=int, default=1, help='timed runs of the slow references')
     scan.add_argument('--no-memory', action='store_true', help='skip the peak-memory subprocesses')
     scan.add_argument('--threads', type=int, help='torch.set_num_threads (default: PyTorch\'s choice)')
-    scan.add_argument('--memory-worker', help=argparse.SUPPRESS)
+    scan.add_argument('--worker', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.memory_worker:
+    if args.worker:
         shape = tuple(int(v) for v in args.shape[0].split(','))
-        print(json.dumps({'peak_bytes': peak_memory_worker(args.memory_worker, shape, args.device)}))
+        print(json.dumps(measure_worker(args.worker, shape, args.device, args.repeats, not args.no_memory)))
         return
     bench_scan(args)
 
