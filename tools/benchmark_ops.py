@@ -41,6 +41,8 @@ if REPO not in sys.path:
 DEFAULT_SHAPES = ['8,384,197,16', '8,384,1024,16']
 BASELINE = 'sequential'
 SLOW = ('sequential', 'reference', 'mamba-ref')
+QUADRATIC = ('sequential', 'mamba-ref')  # autograd scatters every step into a full-size tensor: O(seqlen^2) backward
+QUADRATIC_MAX_SEQLEN = 512
 
 
 # --------------------------------------------------------------------------------------------------------- inputs
@@ -256,12 +258,16 @@ def bench_scan(args):
         batch, dim, seqlen, dstate = shape
         rows = {}
         for name in names:
+            if name in QUADRATIC and seqlen > QUADRATIC_MAX_SEQLEN and not args.long_baselines:
+                continue
             r = measure(name, shape, device, args.baseline_repeats if name in SLOW else args.repeats,
                         not args.no_memory, threads)
             rows[name] = (r['fwd'], r['fwd_bwd'], r['peak_bytes']) if r else (None, None, None)
-        base = rows[BASELINE]
+        base = rows.get(BASELINE, (None, None, None))
         ref = rows.get('reference', (None, None, None))
-        print(f'\nb={batch} d={dim} l={seqlen} n={dstate}')
+        skipped = [n for n in QUADRATIC if n in names and n not in rows]
+        print(f'\nb={batch} d={dim} l={seqlen} n={dstate}'
+              + (f' ({", ".join(skipped)} skipped: quadratic backward; --long-baselines runs them)' if skipped else ''))
         print(f'{"path":<12}{"fwd ms":>10}{"ratio":>9}{"fwd+bwd ms":>12}{"ratio":>9}{"vs reference":>14}'
               f'{"peak MiB":>10}{"ratio":>9}')
         for name, (fwd, fwd_bwd, mem) in rows.items():
@@ -284,7 +290,9 @@ def main(argv=None):
     scan.add_argument('--paths', help='comma-separated subset of paths (the baseline always runs)')
     scan.add_argument('--repeats', type=int, default=5, help='timed runs per fast path (best is kept)')
     scan.add_argument('--baseline-repeats', type=int, default=1, help='timed runs of the slow references')
-    scan.add_argument('--no-memory', action='store_true', help='skip the peak-memory subprocesses')
+    scan.add_argument('--no-memory', action='store_true', help='skip the peak-memory measurement')
+    scan.add_argument('--long-baselines', action='store_true',
+                      help=f'also run {", ".join(QUADRATIC)} above seqlen {QUADRATIC_MAX_SEQLEN} (minutes)')
     scan.add_argument('--threads', type=int, help='torch.set_num_threads (default: PyTorch\'s choice)')
     scan.add_argument('--worker', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -160,6 +160,16 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize('case', CASES, ids=lambda c: '-'.join(map(str, c)))
+def test_reference_matches_mamba(case, mamba_ref):
+    """The sequential reference the other paths are held to is itself mamba's semantics."""
+    b_form, c_form, groups, has_D, has_z, has_bias, softplus, seqlen, reverse = case
+    inputs = make_inputs(seqlen=seqlen, b_form=b_form, c_form=c_form, groups=groups, has_D=has_D, has_z=has_z,
+                         has_bias=has_bias, seed=9)
+    assert_all_close(run(reference, inputs, delta_softplus=softplus, reverse=reverse),
+                     run(mamba(mamba_ref, reverse), inputs, delta_softplus=softplus), FP32_TOL, 'ours vs mamba')
+
+
 def test_torch_path_large_delta(small_chunks, mamba_ref):
     """delta far past softplus's threshold (20) and past exp's float32 range (88): finite, exact results."""
     inputs = make_inputs(seqlen=30, delta_range=100.0, seed=4)

@@ -34,7 +34,6 @@ import triton.language as tl
 __all__ = ['selective_scan_triton', 'interpreting']
 
 
-
 @triton.jit
 def _first_order_combine(a1, b1, a2, b2):
     """Compose h -> a1 h + b1 (earlier) with h -> a2 h + b2 (later)."""
