@@ -59,7 +59,7 @@ train_cfg = dict(max_epochs=max_epochs, val_interval=1)
 param_scheduler = [dict(type='LinearLR', start_factor=0.5, by_epoch=True, begin=0, end=3,
                         convert_to_iter_based=True)]
 optim_wrapper = dict(optimizer=dict(lr=1e-3, weight_decay=0.0))
-default_hooks = dict(logger=dict(interval=1))
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1))
 custom_hooks = [dict(type='MetricTableHook')]
 {extra}
 ''')
