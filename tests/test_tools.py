@@ -132,8 +132,8 @@ def test_distributed_training_with_torchrun(tiny_shapes, tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     log = proc.stdout + proc.stderr
     assert 'Distributed training: True' in log and 'GPU number: 2' in log  # mmengine's words for world size 2
-    # 48 training images, batch 4 per process, 2 processes: 6 iterations per epoch instead of 12
-    assert safe_load(str(tmp_path / 'ddp' / 'epoch_1.pth'))['meta']['iter'] == 6
+    # 48 training images, batch 8 per process, 2 processes: 3 iterations per epoch instead of 6
+    assert safe_load(str(tmp_path / 'ddp' / 'epoch_1.pth'))['meta']['iter'] == 3
 
 
 # ----------------------------------------------------------------------------------------------- bad input
