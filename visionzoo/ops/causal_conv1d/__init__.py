@@ -8,11 +8,11 @@ call, forward and backward.
 Choice of path: the ``backend`` argument if given, else the environment variable ``VISIONZOO_CONV1D_BACKEND``,
 else ``'torch'``.
 """
-import os
 from typing import Optional
 
 import torch as _torch  # ``torch`` names the sibling module .torch in this package
 
+from .._dispatch import requested_backend
 from .reference import causal_conv1d_reference
 from .torch import causal_conv1d_torch
 
@@ -80,11 +80,7 @@ def causal_conv1d(x: _torch.Tensor, weight: _torch.Tensor, bias: Optional[_torch
         _check('bias', bias, (dim,), '(dim,)', x.device)
     if activation not in _ACTIVATIONS:
         raise ValueError(f'activation must be one of {_ACTIVATIONS}, got {activation!r}')
-    name = backend if backend is not None else (os.environ.get(ENV_BACKEND) or 'auto')
-    name = name.strip().lower()
-    if name not in BACKENDS:
-        source = 'backend' if backend is not None else ENV_BACKEND
-        raise ValueError(f'{source} must be one of {BACKENDS}, got {name!r}')
+    name = requested_backend(backend, ENV_BACKEND, BACKENDS)
     if name == 'reference':
         return causal_conv1d_reference(x, weight, bias, activation, reverse)
     return causal_conv1d_torch(x, weight, bias, activation, reverse)

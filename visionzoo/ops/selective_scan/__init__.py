@@ -13,11 +13,11 @@ Choice of path: the ``backend`` argument if given, else the environment variable
 otherwise).
 """
 import importlib
-import os
 from typing import Optional, Tuple, Union
 
 import torch as _torch  # ``torch`` names the sibling module .torch in this package
 
+from .._dispatch import requested_backend
 from .reference import selective_scan_reference
 from .torch import selective_scan_torch
 
@@ -113,11 +113,7 @@ def _validate(u, delta, A, B, C, D, z, delta_bias) -> None:
 
 
 def _pick_backend(backend: Optional[str], u: _torch.Tensor) -> str:
-    name = backend if backend is not None else (os.environ.get(ENV_BACKEND) or 'auto')
-    name = name.strip().lower()
-    if name not in BACKENDS:
-        source = 'backend' if backend is not None else ENV_BACKEND
-        raise ValueError(f'{source} must be one of {BACKENDS}, got {name!r}')
+    name = requested_backend(backend, ENV_BACKEND, BACKENDS)
     if name == 'auto':
         if u.is_cuda and u.dtype in _TRITON_FLOATS and triton_available():
             return 'triton'
