@@ -112,7 +112,8 @@ class PredictionDrawHook(Hook):
             img = cv2.imread(path) if path else None
             if img is None:
                 continue
-            stem = os.path.splitext(os.path.basename(path))[0]
+            # the parent folder keeps names of different classes apart (ImageFolder numbers images per class)
+            stem = f'{os.path.basename(os.path.dirname(path))}_{os.path.splitext(os.path.basename(path))[0]}'
             out = os.path.join(self.show_dir, f'{stem}.png')
             n = 1
             while os.path.exists(out):
