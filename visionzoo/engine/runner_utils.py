@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 from mmengine.config import Config
 
-from ..utils.errors import CheckpointError, ConfigError, VisionzooError
+from ..utils.errors import CheckpointError, ConfigError
 from .checkpoint import safe_load
 from .cli import resolve_work_dir
 from .optim import amp_optim_wrapper_type
@@ -96,7 +96,3 @@ def format_error(e: BaseException) -> str:
         last = [ln for ln in msg.strip().splitlines() if ln.strip()][-1]
         msg = re.sub(r'^[\w.]*(Error|Exception): ', '', last.strip())
     return msg
-
-
-def is_user_error(e: BaseException) -> bool:
-    return isinstance(e, VisionzooError)
