@@ -29,14 +29,16 @@ def main(argv=None) -> int:
         from mmengine.model import is_model_wrapper
         from mmengine.runner import Runner
 
-        from visionzoo.engine.checkpoint import load_model_weights, safe_load
+        from visionzoo.engine.checkpoint import load_model_weights, load_state_dict_file
         from visionzoo.engine.cli import resolve_work_dir
         from visionzoo.engine.config import check_types, load_config
         from visionzoo.engine.hooks import format_metric_table
         from visionzoo.engine.runner_utils import adapt_to_device, init_cpu_distributed
+        from visionzoo.evaluation.dump import check_out_file
         from visionzoo.utils.errors import ConfigError
 
-        safe_load(args.checkpoint)  # missing / not a checkpoint: fail before building anything
+        # missing file, not a checkpoint, no weights inside: fail before building anything, and load only once
+        state = load_state_dict_file(args.checkpoint)
         cfg = load_config(args.config, args.cfg_options)
         resolve_work_dir(cfg, args.work_dir, args.config)
         cfg.launcher = args.launcher
@@ -46,8 +48,7 @@ def main(argv=None) -> int:
         if not cfg.get('test_dataloader'):
             raise ConfigError(f'{args.config}: no test_dataloader in the config')
         if args.out:
-            if os.path.exists(args.out):
-                raise ConfigError(f'--out: {args.out} already exists; remove it or choose another file')
+            check_out_file(args.out)
             evaluator = cfg.test_evaluator
             evaluator = list(evaluator) if isinstance(evaluator, (list, tuple)) else [evaluator]
             cfg.test_evaluator = evaluator + [dict(type='DumpPredictions', out_file=args.out)]
@@ -60,7 +61,9 @@ def main(argv=None) -> int:
         check_types(cfg, args.config)
         init_cpu_distributed(cfg)
         runner = Runner.from_cfg(cfg)
-        load_model_weights(runner.model.module if is_model_wrapper(runner.model) else runner.model, args.checkpoint)
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        load_model_weights(model, state, args.checkpoint)
+        del state
         runner.logger.info(f'loaded weights from {args.checkpoint}')
         metrics = runner.test()
         if runner.rank == 0:

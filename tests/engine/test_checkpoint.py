@@ -92,12 +92,12 @@ def test_load_model_weights_is_strict_and_names_mismatches(tmp_path):
     path = str(tmp_path / 'w.pth')
     torch.save({'state_dict': {f'module.{k}': v for k, v in src.state_dict().items()}}, path)
     dst = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
-    load_model_weights(dst, path)
+    load_model_weights(dst, load_state_dict_file(path), path)
     for a, b in zip(src.parameters(), dst.parameters()):
         assert torch.equal(a, b)
     other = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Linear(5, 2))
     with pytest.raises(CheckpointError, match='shape mismatch'):
-        load_model_weights(other, path)
+        load_model_weights(other, load_state_dict_file(path), path)
 
 
 def test_mmengine_loader_goes_through_safe_load(tmp_path):

@@ -117,9 +117,12 @@ def _load_from_local(filename: str, map_location=None):
 CheckpointLoader.register_scheme(prefixes='', force=True)(_load_from_local)
 
 
-def load_model_weights(model: torch.nn.Module, filename: str) -> None:
-    """Load a checkpoint's weights into ``model`` strictly, with an error that lists what does not fit."""
-    state = load_state_dict_file(filename)
+def load_model_weights(model: torch.nn.Module, state: dict, filename: str) -> None:
+    """Load ``state`` (from :func:`load_state_dict_file` of ``filename``) into ``model`` strictly.
+
+    Raises:
+        CheckpointError: naming ``filename`` and the missing, unexpected or wrongly shaped keys.
+    """
     if all(k.startswith('module.') for k in state):
         state = {k[len('module.'):]: v for k, v in state.items()}
     own = model.state_dict()

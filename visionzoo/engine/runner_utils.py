@@ -8,7 +8,6 @@ import torch
 from mmengine.config import Config
 
 from ..utils.errors import CheckpointError, ConfigError
-from .checkpoint import safe_load
 from .cli import resolve_work_dir
 from .optim import amp_optim_wrapper_type
 
@@ -80,7 +79,9 @@ def setup_train_cfg(cfg: Config, work_dir: Optional[str], resume, amp: bool, lau
             raise CheckpointError(f'--resume: no checkpoint to resume from in work dir {cfg.work_dir}')
         cfg.resume, cfg.load_from = True, None
     else:
-        safe_load(resume)  # fails early, naming the file, if it is missing or not a checkpoint
+        # a missing file fails here; its contents are checked once, by the loader, when the Runner resumes
+        if not os.path.isfile(resume):
+            raise CheckpointError(f'--resume: checkpoint file not found: {resume}')
         cfg.resume, cfg.load_from = True, resume
     if amp:
         optim_wrapper = cfg.setdefault('optim_wrapper', {})

@@ -9,7 +9,15 @@ from mmengine.evaluator import BaseMetric
 from ..registry import METRICS
 from ..utils.errors import ConfigError
 
-__all__ = ['DumpPredictions']
+__all__ = ['DumpPredictions', 'check_out_file']
+
+
+def check_out_file(out_file: str) -> None:
+    """A predictions file must be a new ``.json`` file: nothing already written is replaced."""
+    if not out_file.endswith('.json'):
+        raise ConfigError(f'--out: expected a .json file name, got {out_file!r}')
+    if os.path.exists(out_file):
+        raise ConfigError(f'--out: {out_file} already exists; remove it or choose another file')
 
 
 def _to_json(obj):
@@ -33,10 +41,7 @@ class DumpPredictions(BaseMetric):
 
     def __init__(self, out_file: str, collect_device: str = 'cpu', prefix=None):
         super().__init__(collect_device=collect_device, prefix=prefix)
-        if not out_file.endswith('.json'):
-            raise ConfigError(f'--out: expected a .json file name, got {out_file!r}')
-        if os.path.exists(out_file):
-            raise ConfigError(f'--out: {out_file} already exists; remove it or choose another file')
+        check_out_file(out_file)
         self.out_file = out_file
 
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:
