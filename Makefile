@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # CPU-only machines run everything here; the pinned torch/torchvision pair is the one the project is tested on.
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 PYTEST_WORKERS ?= 2
-REFERENCE_PKGS := mamba-ssm==2.3.2.post1 einops==0.8.2
+REFERENCE_PKGS := mamba-ssm==2.3.2.post1 einops==0.8.2 natten==0.21.7
 DEMO_CONFIG := configs/classification/demo_shapes_resnet10t.py
 DEMO_DIR := work_dirs/demo_$(shell date +%Y%m%d_%H%M%S)
 
@@ -20,7 +20,8 @@ $(VENV)/bin/python:
 $(STAMP): $(VENV)/bin/python setup.py pyproject.toml Makefile
 	$(PIP) install --quiet $(TORCH_PIN)
 	$(PIP) install --quiet -e '.[test]' $(TORCH_PIN)
-	# reference implementations the tests compare against (pure Python here: no CUDA build, no torch download)
+	# reference implementations the tests compare against (pure Python here: no CUDA build, no torch download;
+	# natten 0.20+ builds without its C++ library when built without isolation)
 	MAMBA_FORCE_BUILD=TRUE MAMBA_SKIP_CUDA_BUILD=TRUE $(PIP) install --quiet --no-build-isolation --no-deps \
 		$(REFERENCE_PKGS)
 	touch $(STAMP)
