@@ -55,7 +55,8 @@ LOG_PROCESSORS = Registry('log_processor', parent=MMENGINE_LOG_PROCESSORS, scope
 ALL_REGISTRIES = {
     'runner': RUNNERS, 'loop': LOOPS, 'hook': HOOKS, 'dataset': DATASETS, 'data sampler': DATA_SAMPLERS,
     'transform': TRANSFORMS, 'function': FUNCTIONS, 'model': MODELS, 'model_wrapper': MODEL_WRAPPERS,
-    'optimizer': OPTIMIZERS, 'optim_wrapper': OPTIM_WRAPPERS, 'optimizer wrapper constructor': OPTIM_WRAPPER_CONSTRUCTORS,
+    'optimizer': OPTIMIZERS, 'optim_wrapper': OPTIM_WRAPPERS,
+    'optimizer wrapper constructor': OPTIM_WRAPPER_CONSTRUCTORS,
     'parameter scheduler': PARAM_SCHEDULERS, 'metric': METRICS, 'evaluator': EVALUATOR, 'task util': TASK_UTILS,
     'visualizer': VISUALIZERS, 'vis_backend': VISBACKENDS, 'log_processor': LOG_PROCESSORS,
 }

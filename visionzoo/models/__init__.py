@@ -1,4 +1,4 @@
 """Assembled models built from config."""
-from .classifier import ImageClassifier, create_timm_model
+from .classifier import ImageClassifier
 
-__all__ = ['ImageClassifier', 'create_timm_model']
+__all__ = ['ImageClassifier']

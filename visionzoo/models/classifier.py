@@ -1,34 +1,14 @@
 """Image classifier: a timm model (any registered name, ours or timm's) as backbone plus a head."""
-import difflib
-import os
 from typing import Optional, Union
 
-import timm
 import torch
 from mmengine.model import BaseModel
 
+from ..backbones import create_timm_model
 from ..registry import MODELS
-from ..utils.errors import CheckpointError, ConfigError
+from ..utils.errors import ConfigError
 
-__all__ = ['ImageClassifier', 'create_timm_model']
-
-
-def create_timm_model(model_name: str, pretrained: Union[bool, str] = False, **kwargs) -> torch.nn.Module:
-    """``timm.create_model`` with config-friendly errors.
-
-    ``pretrained`` may be a local checkpoint path: it is loaded through the model's pretrained cfg and
-    ``checkpoint_filter_fn`` (``pretrained_cfg_overlay=dict(file=path)``), so official checkpoints work too.
-    """
-    if not timm.is_model(model_name):
-        close = difflib.get_close_matches(model_name, timm.list_models(), n=5, cutoff=0.6)
-        hint = f'; did you mean: {", ".join(close)}' if close else ''
-        raise ConfigError(f'backbone.model_name: unknown timm model {model_name!r}{hint}')
-    if isinstance(pretrained, str):
-        if not os.path.isfile(pretrained):
-            raise CheckpointError(f'backbone.pretrained: checkpoint file not found: {pretrained}')
-        overlay = dict(kwargs.pop('pretrained_cfg_overlay', None) or {}, file=pretrained)
-        return timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
-    return timm.create_model(model_name, pretrained=pretrained, **kwargs)
+__all__ = ['ImageClassifier']
 
 
 @MODELS.register_module()
