@@ -69,7 +69,7 @@ def _validate(q, k, v, kernel_size, dilation, is_causal, rpb, scale):
     for name, t in (('q', q), ('k', k), ('v', v)):
         if not isinstance(t, _torch.Tensor):
             raise ValueError(f'{name} must be a torch.Tensor, got {type(t).__name__}')
-    if q.dim() not in _LAYOUTS:
+    if q.dim() - 3 not in _LAYOUTS:
         raise ValueError(f'q must have 4, 5 or 6 dimensions ({" or ".join(_LAYOUTS.values())}), '
                          f'got shape {tuple(q.shape)}')
     rank = q.dim() - 3
