@@ -13,6 +13,8 @@ def _build_args(tiny_shapes, tmp_path):
         (MODELS, 'ImageClassifier'): dict(backbone=dict(model_name='resnet10t'),
                                           head=dict(type='LinearClsHead', num_classes=3)),
         (MODELS, 'LinearClsHead'): dict(num_classes=3, in_channels=8),
+        (MODELS, 'TimmBackbone'): dict(model_name='vim_tiny', depth=2, out_indices=(1,), img_size=32),
+        (MODELS, 'SimpleFeaturePyramid'): dict(in_channels=192, out_channels=16),
         (DATASETS, 'ImageFolderDataset'): dict(data_root=tiny_shapes['cls_val']),
         (DATASETS, 'ShapesClsDataset'): dict(split='val', data_root=tiny_shapes['data_root'],
                                              shapes_cfg=_tiny_cfg()),

@@ -8,7 +8,6 @@ import importlib.util
 import os
 import subprocess
 import sys
-import types
 
 import pytest
 import torch
@@ -105,32 +104,6 @@ def reference(*args, reverse=False, **kwargs):
 
 
 # ------------------------------------------------------------------------------------------------- mamba reference
-@pytest.fixture(scope='module')
-def mamba_ref():
-    """mamba-ssm's ``selective_scan_ref``, imported from its module file without the CUDA extension."""
-    spec = importlib.util.find_spec('mamba_ssm')
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip('mamba-ssm is not installed (make test installs it with MAMBA_SKIP_CUDA_BUILD=TRUE)')
-    root = list(spec.submodule_search_locations)[0]
-    saved = {k: v for k, v in sys.modules.items() if k == 'mamba_ssm' or k.startswith('mamba_ssm.')}
-    had_cuda_ext = 'selective_scan_cuda' in sys.modules
-    # `import mamba_ssm` pulls in transformers and the compiled kernels; a bare package object lets the one module
-    # we need import, and an empty stand-in satisfies its unguarded `import selective_scan_cuda`.
-    package = types.ModuleType('mamba_ssm')
-    package.__path__ = [root]
-    sys.modules['mamba_ssm'] = package
-    sys.modules.setdefault('selective_scan_cuda', types.ModuleType('selective_scan_cuda'))
-    try:
-        module = importlib.import_module('mamba_ssm.ops.selective_scan_interface')
-    finally:
-        for key in [k for k in sys.modules if k == 'mamba_ssm' or k.startswith('mamba_ssm.')]:
-            del sys.modules[key]
-        sys.modules.update(saved)
-        if not had_cuda_ext:
-            sys.modules.pop('selective_scan_cuda', None)
-    return module.selective_scan_ref
-
-
 def mamba(mamba_ref, reverse=False):
     """mamba's reference as a function with our signature; ``reverse`` by flipping every (…, seqlen) tensor."""
     def fn(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, return_last_state=False):

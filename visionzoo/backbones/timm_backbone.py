@@ -1,7 +1,9 @@
 """Any timm model, visionzoo's or timm's, by name: for classifiers and as a dense-prediction backbone."""
 import difflib
+import logging
 import os
-from typing import List, Optional, Sequence, Union
+import re
+from typing import List, Optional, Sequence, Tuple, Union
 
 import timm
 import torch
@@ -14,11 +16,37 @@ from ..utils.errors import CheckpointError, ConfigError
 __all__ = ['create_timm_model', 'TimmBackbone']
 
 
+class _PretrainedLoadReport(logging.Handler):
+    """Collects the missing/unexpected keys timm reports (only in its log) after loading pretrained weights."""
+
+    _PATTERN = re.compile(r'(Missing|Unexpected) keys \((.*)\) (?:discovered|found) while loading pretrained')
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.missing: List[str] = []
+        self.unexpected: List[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        match = self._PATTERN.match(record.getMessage())
+        if match:
+            keys = [k.strip() for k in match.group(2).split(',') if k.strip()]
+            (self.missing if match.group(1) == 'Missing' else self.unexpected).extend(keys)
+
+
+def _classifier_names(model_name: str) -> Tuple[str, ...]:
+    cfg = timm.models.get_pretrained_cfg(model_name)
+    names = getattr(cfg, 'classifier', None) or ()
+    return (names,) if isinstance(names, str) else tuple(names)
+
+
 def create_timm_model(model_name: str, pretrained: Union[bool, str] = False, **kwargs) -> nn.Module:
     """``timm.create_model`` with config-friendly errors.
 
     ``pretrained`` may be a local checkpoint path: it is loaded through the model's pretrained cfg and
-    ``checkpoint_filter_fn`` (``pretrained_cfg_overlay=dict(file=path)``), so official checkpoints work too.
+    ``checkpoint_filter_fn`` (``pretrained_cfg_overlay=dict(file=path)``), so official checkpoints work too. The
+    load is strict except for the classifier: timm loads non-strictly whenever the head differs (always for
+    ``num_classes=0`` and ``features_only``) and only logs what it skipped, which would leave a backbone silently
+    random; here any other missing or unexpected key is a :class:`CheckpointError`.
     """
     if not timm.is_model(model_name):
         close = difflib.get_close_matches(model_name, timm.list_models(), n=5, cutoff=0.6)
@@ -29,11 +57,31 @@ def create_timm_model(model_name: str, pretrained: Union[bool, str] = False, **k
     if not os.path.isfile(pretrained):
         raise CheckpointError(f'backbone.pretrained: checkpoint file not found: {pretrained}')
     overlay = dict(kwargs.pop('pretrained_cfg_overlay', None) or {}, file=pretrained)
+    report = _PretrainedLoadReport()
+    logger = logging.getLogger('timm.models._builder')
+    saved = logger.level, logger.propagate
+    logger.addHandler(report)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # the keys are reported below, as an error
     try:
-        return timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
+        model = timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
     except (RuntimeError, ValueError, KeyError) as e:  # what timm's loader and load_state_dict raise
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f'backbone.pretrained: {pretrained} does not load into {model_name}: {first}') from e
+    finally:
+        logger.removeHandler(report)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+    head = tuple(name + '.' for name in _classifier_names(model_name))
+    missing = [k for k in report.missing if not k.startswith(head)]
+    unexpected = [k for k in report.unexpected if not k.startswith(head)]
+    if missing or unexpected:
+        def listed(keys):
+            return ', '.join(keys[:8]) + (f' (+{len(keys) - 8} more)' if len(keys) > 8 else '')
+        parts = ([f'missing {len(missing)} keys: {listed(missing)}'] if missing else []) + \
+            ([f'unexpected {len(unexpected)} keys: {listed(unexpected)}'] if unexpected else [])
+        raise CheckpointError(f'backbone.pretrained: {pretrained} does not match {model_name}: ' + '; '.join(parts))
+    return model
 
 
 @MODELS.register_module()

@@ -1,0 +1,70 @@
+"""TimmBackbone: any timm model as a dense backbone from config; Vim + SimpleFeaturePyramid as in ViTDet."""
+import pytest
+import torch
+
+import visionzoo  # noqa: F401
+from visionzoo.registry import MODELS
+from visionzoo.utils.errors import CheckpointError, ConfigError
+
+
+def test_vim_dense_backbone_with_simple_feature_pyramid():
+    backbone = MODELS.build(dict(type='TimmBackbone', model_name='vim_tiny', class_token=False, depth=4,
+                                 out_indices=(1, 3), img_size=64))
+    assert backbone.out_channels == [192, 192] and backbone.strides == [16, 16]
+    assert backbone.body.model.cls_token is None and len(backbone.body.model.layers) == 4
+    neck = MODELS.build(dict(type='SimpleFeaturePyramid', in_channels=192, out_channels=32, num_outs=5))
+    img = torch.randn(2, 3, 96, 64)
+    feats = backbone(img)
+    assert [f.shape for f in feats] == [(2, 192, 6, 4)] * 2
+    outs = neck(feats[-1:])
+    assert [tuple(o.shape[-2:]) for o in outs] == [(24, 16), (12, 8), (6, 4), (3, 2), (2, 1)]
+    assert all(o.shape[1] == 32 for o in outs)
+    sum(o.sum() for o in outs).backward()
+    assert backbone.body.model.patch_embed.proj.weight.grad is not None
+
+
+def test_features_are_the_residual_stream_of_the_chosen_blocks():
+    backbone = MODELS.build(dict(type='TimmBackbone', model_name='vim_tiny', class_token=False, depth=3,
+                                 out_indices=(2,), img_size=32))
+    model = backbone.body.model
+    img = torch.randn(1, 3, 32, 48)
+    with torch.no_grad():
+        hidden, _ = model._embed(img)
+        residual = None
+        for layer in model.layers:
+            hidden, residual = layer(hidden, residual)
+        expected = (residual + hidden).transpose(1, 2).reshape(1, 192, 2, 3)
+        torch.testing.assert_close(backbone(img)[0], expected)
+
+
+def test_hierarchical_timm_model_and_norm_eval():
+    backbone = MODELS.build(dict(type='TimmBackbone', model_name='resnet10t', out_indices=(1, 2, 3, 4),
+                                 norm_eval=True))
+    assert backbone.strides == [4, 8, 16, 32]
+    backbone.train()
+    bns = [m for m in backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and not any(m.training for m in bns)
+    assert backbone.body.training
+    feats = backbone(torch.randn(1, 3, 64, 64))
+    assert [f.shape[1] for f in feats] == backbone.out_channels
+
+
+def test_with_cp_keeps_outputs():
+    torch.manual_seed(0)
+    plain = MODELS.build(dict(type='TimmBackbone', model_name='vim_tiny', depth=2, out_indices=(1,), img_size=32))
+    ckpt = MODELS.build(dict(type='TimmBackbone', model_name='vim_tiny', depth=2, out_indices=(1,), img_size=32,
+                             with_cp=True))
+    ckpt.load_state_dict(plain.state_dict())
+    img = torch.randn(1, 3, 32, 32)
+    torch.testing.assert_close(ckpt(img)[0], plain(img)[0])
+
+
+def test_bad_backbone_configs(tmp_path):
+    with pytest.raises(ConfigError, match="unknown timm model 'vim_tinny'.*vim_tiny"):
+        MODELS.build(dict(type='TimmBackbone', model_name='vim_tinny'))
+    with pytest.raises(CheckpointError, match='not found'):
+        MODELS.build(dict(type='TimmBackbone', model_name='vim_tiny', pretrained=str(tmp_path / 'none.pth')))
+    wrong = tmp_path / 'wrong.pth'
+    torch.save({'model': {'head.weight': torch.zeros(3, 3)}}, wrong)
+    with pytest.raises(CheckpointError, match=r'wrong\.pth does not match vim_tiny: missing'):
+        MODELS.build(dict(type='TimmBackbone', model_name='vim_tiny', pretrained=str(wrong)))
