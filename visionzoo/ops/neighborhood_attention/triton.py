@@ -1,0 +1,255 @@
+"""Neighbourhood attention as fused Triton kernels (forward and backward), for CUDA tensors.
+
+Kernel plan:
+
+* The queries are cut into the tiles of :func:`.window.tile_tables` (8 x 8 in 2-D, 64 in 1-D, 4 x 4 x 4 in 3-D):
+  every neighbour of a tile's queries lies in its key block. One program handles one (tile, batch, head): it loads
+  the tile's queries once and walks the key block ``BLOCK_N`` keys at a time with an online softmax (running max
+  and sum, base-2 exponentials), so the attention weights never reach memory.
+* The mask and the bias index of a tile come from one int32 table (tiles, Tq, Wk) shared by the batch and the
+  heads: the index into the flattened ``(2k-1, ...)`` bias table, -1 where the key is outside the query's window.
+  This keeps 1-, 2- and 3-D, dilation and causal axes in one kernel.
+* The forward kernel writes the output and the log-sum-exp per query. The backward kernel runs per query tile
+  again: it recomputes the probabilities from the log-sum-exp, writes dq, and adds dk, dv and the bias gradient
+  into float32 buffers with atomics (key blocks of neighbouring tiles overlap), so it is not bitwise
+  deterministic. ``rowsum(dO * O)`` is computed beforehand by PyTorch.
+
+Inputs may be float32, float16 or bfloat16; softmax statistics and accumulators are float32, half-precision tiles
+are multiplied on tensor cores and float32 ones in full precision (no TF32). Not tuned on hardware. On CPU tensors the kernels run in Triton's
+interpreter, which needs ``TRITON_INTERPRET=1`` in the environment before Triton is first imported.
+"""
+import functools
+import math
+from typing import Optional, Tuple
+
+import torch
+import triton
+import triton.language as tl
+
+from .window import tile_tables
+
+__all__ = ['neighborhood_attention_triton', 'interpreting']
+
+_LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def _na_fwd_kernel(
+    q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, rpb_ptr, qidx_ptr, kidx_ptr, bidx_ptr,
+    heads, dim, npos, tq, wk, rpb_len, qk_scale,
+    HAS_RPB: tl.constexpr, FP32_DOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
+    tile = tl.program_id(0)
+    bh = tl.program_id(1)
+    head = bh % heads
+    base = (bh // heads).to(tl.int64) * npos * heads * dim + head * dim
+    rows = tl.arange(0, BLOCK_M)
+    rmask = rows < tq
+    qpos = tl.load(qidx_ptr + tile * tq + rows, mask=rmask, other=npos)
+    qvalid = rmask & (qpos < npos)
+    d = tl.arange(0, BLOCK_D)
+    dmask = d < dim
+    q = tl.load(q_ptr + base + qpos.to(tl.int64)[:, None] * heads * dim + d[None, :],
+                mask=qvalid[:, None] & dmask[None, :], other=0.0)
+    if FP32_DOT:
+        q = q.to(tl.float32)
+    m_i = tl.full((BLOCK_M,), float('-inf'), tl.float32)
+    l_i = tl.zeros((BLOCK_M,), tl.float32)
+    acc = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
+    for n0 in range(0, wk, BLOCK_N):
+        cols = n0 + tl.arange(0, BLOCK_N)
+        cmask = cols < wk
+        kpos = tl.load(kidx_ptr + tile * wk + cols, mask=cmask, other=npos)
+        kvalid = cmask & (kpos < npos)
+        kv_off = base + kpos.to(tl.int64)[:, None] * heads * dim + d[None, :]
+        kv_mask = kvalid[:, None] & dmask[None, :]
+        k = tl.load(k_ptr + kv_off, mask=kv_mask, other=0.0)
+        v = tl.load(v_ptr + kv_off, mask=kv_mask, other=0.0)
+        if FP32_DOT:
+            k, v = k.to(tl.float32), v.to(tl.float32)
+        if FP32_DOT:
+            s = tl.dot(q, tl.trans(k), input_precision='ieee') * qk_scale
+        else:
+            s = tl.dot(q, tl.trans(k)) * qk_scale
+        bi = tl.load(bidx_ptr + (tile * tq + rows[:, None]) * wk + cols[None, :],
+                     mask=rmask[:, None] & cmask[None, :], other=-1)
+        if HAS_RPB:
+            s += tl.load(rpb_ptr + head * rpb_len + bi, mask=bi >= 0, other=0.0).to(tl.float32) * 1.4426950408889634
+        s = tl.where(bi >= 0, s, float('-inf'))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_safe = tl.where(m_new == float('-inf'), 0.0, m_new)
+        alpha = tl.exp2(m_i - m_safe)
+        p = tl.exp2(s - m_safe[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        if FP32_DOT:
+            acc = acc * alpha[:, None] + tl.dot(p, v, input_precision='ieee')
+        else:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        m_i = m_new
+    l_safe = tl.where(l_i > 0.0, l_i, 1.0)
+    out = acc / l_safe[:, None]
+    tl.store(o_ptr + base + qpos.to(tl.int64)[:, None] * heads * dim + d[None, :], out.to(o_ptr.dtype.element_ty),
+             mask=qvalid[:, None] & dmask[None, :])
+    tl.store(lse_ptr + bh.to(tl.int64) * npos + qpos, m_i + tl.log2(l_safe), mask=qvalid)
+
+
+@triton.jit
+def _na_bwd_kernel(
+    q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, rpb_ptr, qidx_ptr, kidx_ptr, bidx_ptr,
+    dq_ptr, dk_ptr, dv_ptr, drpb_ptr,
+    heads, dim, npos, tq, wk, rpb_len, qk_scale, scale,
+    HAS_RPB: tl.constexpr, FP32_DOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
+    tile = tl.program_id(0)
+    bh = tl.program_id(1)
+    head = bh % heads
+    base = (bh // heads).to(tl.int64) * npos * heads * dim + head * dim
+    rows = tl.arange(0, BLOCK_M)
+    rmask = rows < tq
+    qpos = tl.load(qidx_ptr + tile * tq + rows, mask=rmask, other=npos)
+    qvalid = rmask & (qpos < npos)
+    d = tl.arange(0, BLOCK_D)
+    dmask = d < dim
+    q_off = base + qpos.to(tl.int64)[:, None] * heads * dim + d[None, :]
+    q_mask = qvalid[:, None] & dmask[None, :]
+    q = tl.load(q_ptr + q_off, mask=q_mask, other=0.0)
+    do = tl.load(do_ptr + q_off, mask=q_mask, other=0.0)
+    if FP32_DOT:
+        q, do = q.to(tl.float32), do.to(tl.float32)
+    lse = tl.load(lse_ptr + bh.to(tl.int64) * npos + qpos, mask=qvalid, other=0.0)
+    delta = tl.load(delta_ptr + bh.to(tl.int64) * npos + qpos, mask=qvalid, other=0.0)
+    dq = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
+    for n0 in range(0, wk, BLOCK_N):
+        cols = n0 + tl.arange(0, BLOCK_N)
+        cmask = cols < wk
+        kpos = tl.load(kidx_ptr + tile * wk + cols, mask=cmask, other=npos)
+        kvalid = cmask & (kpos < npos)
+        kv_off = base + kpos.to(tl.int64)[:, None] * heads * dim + d[None, :]
+        kv_mask = kvalid[:, None] & dmask[None, :]
+        k = tl.load(k_ptr + kv_off, mask=kv_mask, other=0.0)
+        v = tl.load(v_ptr + kv_off, mask=kv_mask, other=0.0)
+        if FP32_DOT:
+            k, v = k.to(tl.float32), v.to(tl.float32)
+        if FP32_DOT:
+            s = tl.dot(q, tl.trans(k), input_precision='ieee') * qk_scale
+        else:
+            s = tl.dot(q, tl.trans(k)) * qk_scale
+        bi = tl.load(bidx_ptr + (tile * tq + rows[:, None]) * wk + cols[None, :],
+                     mask=rmask[:, None] & cmask[None, :], other=-1)
+        if HAS_RPB:
+            s += tl.load(rpb_ptr + head * rpb_len + bi, mask=bi >= 0, other=0.0).to(tl.float32) * 1.4426950408889634
+        keep = (bi >= 0) & qvalid[:, None]
+        p = tl.where(keep, tl.exp2(tl.where(keep, s, 0.0) - lse[:, None]), 0.0)
+        if FP32_DOT:
+            dv = tl.dot(tl.trans(p), do, input_precision='ieee')
+            dp = tl.dot(do, tl.trans(v), input_precision='ieee')
+        else:
+            dv = tl.dot(tl.trans(p.to(do.dtype)), do)
+            dp = tl.dot(do, tl.trans(v))
+        tl.atomic_add(dv_ptr + kv_off, dv, mask=kv_mask)
+        ds = p * (dp - delta[:, None])
+        if HAS_RPB:
+            tl.atomic_add(drpb_ptr + head * rpb_len + bi, ds, mask=keep)
+        if FP32_DOT:
+            dq += tl.dot(ds, k, input_precision='ieee')
+            dk = tl.dot(tl.trans(ds), q, input_precision='ieee')
+        else:
+            dq += tl.dot(ds.to(k.dtype), k)
+            dk = tl.dot(tl.trans(ds.to(q.dtype)), q)
+        tl.atomic_add(dk_ptr + kv_off, dk * scale, mask=kv_mask)
+    tl.store(dq_ptr + q_off, (dq * scale).to(dq_ptr.dtype.element_ty), mask=q_mask)
+
+
+def interpreting() -> bool:
+    """Whether the kernels run in Triton's interpreter (Triton was imported with ``TRITON_INTERPRET=1``)."""
+    return type(_na_fwd_kernel).__name__ == 'InterpretedFunction'
+
+
+def _tile(rank: int) -> Tuple[int, ...]:
+    """Queries per tile and axis: 64 per tile on GPU; 16 under the interpreter, so small tests cover many tiles."""
+    if interpreting():
+        return {1: (16,), 2: (4, 4), 3: (2, 2, 4)}[rank]
+    return {1: (64,), 2: (8, 8), 3: (4, 4, 4)}[rank]
+
+
+@functools.lru_cache(maxsize=32)
+def _tables(spatial, kernel, dilation, causal, device) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Tile tables on ``device`` as int32: query positions, key positions, bias index (-1 outside the window)."""
+    t = tile_tables(spatial, kernel, dilation, causal, _tile(len(spatial)))
+    bias_index = torch.where(t.allowed, t.rel, -1)
+    return tuple(x.to(device=device, dtype=torch.int32).contiguous() for x in (t.query, t.key, bias_index))
+
+
+def _fp32_dot(dtype: torch.dtype) -> bool:
+    """Multiply tiles in full float32: float32 inputs (no TF32), and bfloat16 under the interpreter, whose ``tl.dot``
+    misreads bfloat16 operands (Triton 3.8)."""
+    return dtype == torch.float32 or (dtype == torch.bfloat16 and interpreting())
+
+
+def _launch_config(tq: int, dim: int) -> dict:
+    block_m = max(16, triton.next_power_of_2(tq))
+    return dict(BLOCK_M=block_m, BLOCK_N=16 if interpreting() else 32, BLOCK_D=max(16, triton.next_power_of_2(dim)))
+
+
+def _check_device(q: torch.Tensor) -> None:
+    if q.is_cuda:
+        return
+    if interpreting() and isinstance(tl.sum, triton.runtime.jit.JITFunction):
+        raise RuntimeError('the Triton kernels were imported under TRITON_INTERPRET=1 but triton itself was not: set '
+                           'TRITON_INTERPRET=1 before the first import of triton')
+    if not interpreting():
+        raise RuntimeError('the Triton neighborhood attention runs on CUDA tensors; for CPU tensors Triton must be '
+                           'imported with TRITON_INTERPRET=1 in the environment (slow, for tests) — use the torch '
+                           'backend')
+
+
+class NeighborhoodAttentionTritonFn(torch.autograd.Function):
+    """Fused forward (output and log-sum-exp) and fused backward recomputing the probabilities."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, rpb, kernel, dilation, causal, scale):
+        _check_device(q)
+        batch, *spatial, heads, dim = q.shape
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+        qidx, kidx, bidx = _tables(tuple(spatial), kernel, dilation, causal, q.device)
+        npos = math.prod(spatial)
+        out = torch.empty_like(q)
+        lse = torch.empty((batch * heads, npos), device=q.device, dtype=torch.float32)
+        rpb_c = None if rpb is None else rpb.contiguous()
+        grid = (qidx.shape[0], batch * heads)
+        _na_fwd_kernel[grid](q, k, v, out, lse, rpb_c if rpb_c is not None else q, qidx, kidx, bidx,
+                             heads, dim, npos, qidx.shape[1], kidx.shape[1], 0 if rpb is None else rpb[0].numel(),
+                             scale * _LOG2E, HAS_RPB=rpb is not None, FP32_DOT=_fp32_dot(q.dtype), **_launch_config(qidx.shape[1], dim))
+        ctx.save_for_backward(q, k, v, rpb_c, out, lse)
+        ctx.config = (kernel, dilation, causal, scale)
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        q, k, v, rpb, out, lse = ctx.saved_tensors
+        kernel, dilation, causal, scale = ctx.config
+        batch, *spatial, heads, dim = q.shape
+        npos = lse.shape[1]
+        qidx, kidx, bidx = _tables(tuple(spatial), kernel, dilation, causal, q.device)
+        dout = dout.contiguous()
+        delta = (dout.float() * out.float()).sum(-1).reshape(batch, npos, heads).transpose(1, 2).contiguous()
+        dq = torch.empty_like(q)
+        dk = torch.zeros(q.shape, device=q.device, dtype=torch.float32)
+        dv = torch.zeros_like(dk)
+        drpb = None if rpb is None else torch.zeros(rpb.shape, device=q.device, dtype=torch.float32)
+        _na_bwd_kernel[(qidx.shape[0], batch * heads)](
+            q, k, v, dout, lse, delta, rpb if rpb is not None else q, qidx, kidx, bidx, dq, dk, dv,
+            drpb if drpb is not None else dk, heads, dim, npos, qidx.shape[1], kidx.shape[1],
+            0 if rpb is None else rpb[0].numel(), scale * _LOG2E, scale, HAS_RPB=rpb is not None,
+            FP32_DOT=_fp32_dot(q.dtype), **_launch_config(qidx.shape[1], dim))
+        drpb = None if drpb is None else drpb.to(rpb.dtype)
+        return dq, dk.to(k.dtype), dv.to(v.dtype), drpb, None, None, None, None
+
+
+def neighborhood_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel: Tuple[int, ...],
+                                  dilation: Tuple[int, ...], causal: Tuple[bool, ...], rpb: Optional[torch.Tensor],
+                                  scale: float) -> torch.Tensor:
+    """Fused neighbourhood attention (arguments validated, per-axis tuples); output in ``q``'s dtype."""
+    return NeighborhoodAttentionTritonFn.apply(q, k, v, rpb, kernel, dilation, causal, scale)
