@@ -482,3 +482,19 @@ def test_triton_kernels_compile_for_cuda(kernel):
 
 if __name__ == '__main__' and len(sys.argv) == 3 and sys.argv[1] == '--triton-worker':
     _triton_worker(sys.argv[2])
+
+
+@pytest.mark.parametrize('batch,dim,seqlen,reverse', [(2, 4, 19, False), (1, 1, 7, False), (2, 3, 1, False),
+                                                      (1, 1, 7, True)])
+def test_inference_path_leaves_inputs_alone_and_matches_autograd_path(batch, dim, seqlen, reverse):
+    """Without gradients the PyTorch path reuses buffers in place; never the caller's tensors."""
+    inputs = make_inputs(batch=batch, dim=dim, seqlen=seqlen)
+    saved = [None if t is None else t.clone() for t in inputs]
+    with torch.no_grad():
+        out = selective_scan(*inputs, delta_softplus=True, reverse=reverse, backend='torch')
+    for t, s in zip(inputs, saved):
+        assert t is None or torch.equal(t, s)
+    grad_inputs = with_grad([None if t is None else t.clone() for t in inputs])
+    expected = selective_scan(*grad_inputs, delta_softplus=True, reverse=reverse, backend='torch')
+    torch.testing.assert_close(out, expected.detach())
+    torch.testing.assert_close(out, reference(*inputs, delta_softplus=True, reverse=reverse), atol=1e-5, rtol=1e-5)

@@ -27,5 +27,5 @@ def causal_conv1d_torch(x: torch.Tensor, weight: torch.Tensor, bias: Optional[to
     pad = (0, width - 1) if reverse else (width - 1, 0)
     out = F.conv1d(F.pad(x.to(cdt), pad), w.unsqueeze(1), None if bias is None else bias.to(cdt), groups=dim)
     if activation is not None:
-        out = F.silu(out)
+        out = F.silu(out, inplace=not (torch.is_grad_enabled() and out.requires_grad))
     return out.to(x.dtype)

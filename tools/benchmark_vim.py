@@ -1,0 +1,133 @@
+"""Vision Mamba's headline on this machine (not a test): Vim-Ti vs DeiT-Ti batch inference at high resolution.
+
+The paper (Zhu et al. 2024, Fig. 1) reports Vim-Ti 2.8x faster than DeiT-Ti with 86.8% less GPU memory at 1248²,
+on a GPU, with the attention of that time (the full score matrix). This script measures the same comparison
+here, in one run, against two DeiT-Ti baselines (timm ``deit_tiny_patch16_224`` built with ``img_size``):
+
+* ``deit-explicit``: attention with the full score matrix (``fused_attn = False`` on every block), the paper-era
+  baseline;
+* ``deit-sdpa``: timm's default ``F.scaled_dot_product_attention`` (memory-efficient / flash kernels).
+
+Usage::
+
+    python tools/benchmark_vim.py                          # 512, 736, 1024, 1248; batch 1; 2 threads
+    python tools/benchmark_vim.py --sizes 512 1248 --batch 2 --repeats 3
+    python tools/benchmark_vim.py --device cuda            # GPU: Vim on the Triton scan
+
+Sides are multiples of the patch size: the paper's 738 becomes 736 (the same 46x46 token grid that DeiT's
+patch embedding gives for 738). Every (model, size) runs in a fresh subprocess: peak memory is the growth of that
+process's peak resident set during one forward pass (reset through /proc/self/clear_refs first; CUDA:
+``max_memory_allocated`` above the memory held before the call), then the time is the best of ``--repeats``
+forward passes (after that first, warm-up pass). Ratios are printed against both DeiT-Ti baselines.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+from benchmark_ops import _rss_kib, _sync  # noqa: E402  (tools/ is on sys.path when this script runs)
+
+MODELS = ('vim-tiny', 'deit-explicit', 'deit-sdpa')
+BASELINES = ('deit-explicit', 'deit-sdpa')
+
+
+def build(name: str, size: int, device: str) -> torch.nn.Module:
+    import timm
+
+    import visionzoo  # noqa: F401  (registers vim_tiny)
+    if name == 'vim-tiny':
+        model = timm.create_model('vim_tiny', img_size=size)
+    else:
+        model = timm.create_model('deit_tiny_patch16_224', img_size=size)
+        for block in model.blocks:
+            block.attn.fused_attn = name == 'deit-sdpa'
+    return model.eval().to(device)
+
+
+def worker(name: str, size: int, batch: int, device: str, repeats: int) -> dict:
+    """(In a fresh subprocess) peak memory of one forward pass, then the best time over ``repeats`` passes."""
+    model = build(name, size, device)
+    x = torch.randn(batch, 3, size, size, device=device)
+    with torch.no_grad():
+        if device == 'cuda':
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            before = torch.cuda.memory_allocated()
+            model(x)
+            torch.cuda.synchronize()
+            peak = torch.cuda.max_memory_allocated() - before
+        else:
+            with open('/proc/self/clear_refs', 'w') as f:
+                f.write('5')  # reset the peak resident set to the current one
+            before = _rss_kib('VmRSS')
+            model(x)
+            peak = (_rss_kib('VmHWM') - before) * 1024
+        best = float('inf')
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(x)
+            _sync(device)
+            best = min(best, time.perf_counter() - start)
+    return {'peak_bytes': peak, 'time': best}
+
+
+def measure(name: str, size: int, batch: int, device: str, repeats: int, threads: int):
+    cmd = [sys.executable, os.path.abspath(__file__), '--worker', name, '--sizes', str(size), '--batch', str(batch),
+           '--device', device, '--repeats', str(repeats), '--threads', str(threads)]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.stderr.write(f'{name} at {size} failed:\n{result.stderr[-2000:]}\n')
+        return None
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--sizes', type=int, nargs='+', default=[512, 736, 1024, 1248])
+    parser.add_argument('--batch', type=int, default=1)
+    parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda'))
+    parser.add_argument('--repeats', type=int, default=2)
+    parser.add_argument('--threads', type=int, default=2, help='torch CPU threads (default 2)')
+    parser.add_argument('--worker', choices=MODELS, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    for size in args.sizes:
+        if size % 16:
+            parser.error(f'--sizes: each size must be a multiple of the patch size 16, got {size}')
+    torch.set_num_threads(args.threads)
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.sizes[0], args.batch, args.device, args.repeats)))
+        return
+
+    print(f'# Vim-Ti vs DeiT-Ti inference, batch {args.batch}, {args.device}, {args.threads} threads, '
+          f'best of {args.repeats}; torch {torch.__version__}')
+    header = (f'{"size":>5} {"model":>14} {"time s":>8} {"peak MB":>8} {"faster than explicit":>21} '
+              f'{"faster than sdpa":>17} {"mem saved vs explicit":>22} {"mem saved vs sdpa":>18}')
+    print(header)
+    for size in args.sizes:
+        rows = {name: measure(name, size, args.batch, args.device, args.repeats, args.threads) for name in MODELS}
+        for name in MODELS:
+            r = rows[name]
+            if r is None:
+                print(f'{size:>5} {name:>14} {"failed":>8}')
+                continue
+            cells = []
+            for base in BASELINES:
+                b = rows[base]
+                cells.append(f'{b["time"] / r["time"]:.2f}x' if b else '-')
+            for base in BASELINES:
+                b = rows[base]
+                cells.append(f'{100 * (1 - r["peak_bytes"] / b["peak_bytes"]):.1f}%' if b and b['peak_bytes'] else '-')
+            print(f'{size:>5} {name:>14} {r["time"]:>8.2f} {r["peak_bytes"] / 2**20:>8.0f} {cells[0]:>21} '
+                  f'{cells[1]:>17} {cells[2]:>22} {cells[3]:>18}')
+
+
+if __name__ == '__main__':
+    main()
