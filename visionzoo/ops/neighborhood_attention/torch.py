@@ -14,8 +14,10 @@ Design (the plan of fused NA kernels, written with batched PyTorch operations):
   forms ``dS = P * (dP - rowsum(dP * P))`` (PyTorch's fused softmax backward), writes dq per tile, and scatters
   dk, dv (key blocks of neighbouring tiles overlap) and the bias gradient with ``index_add_``.
 
-Inputs are laid out once as (batch, heads, positions + 1, dim) with a zero row for padding slots. Math runs in
-float32 (float64 for float64 inputs); outputs and gradients take the inputs' dtypes.
+Inputs are read in place (heads-last, viewed as (batch, heads, positions, dim)); outputs and gradients are
+written into (batch, positions + 1, heads, dim) buffers whose last row takes the writes of padding slots, and are
+returned as views of them. Math runs in float32 (float64 for float64 inputs); outputs and gradients take the
+inputs' dtypes.
 """
 from typing import Optional, Tuple
 
@@ -39,31 +41,37 @@ def tile_shape(kernel: Tuple[int, ...]) -> Tuple[int, ...]:
     return (_TILE[len(kernel)],) * len(kernel)
 
 
-def _heads_first(x: torch.Tensor, cdt: torch.dtype, scale: float = 1.0) -> torch.Tensor:
-    """(batch, *spatial, heads, dim) -> contiguous (batch, heads, positions + 1, dim), last row zero."""
-    batch, heads, dim = x.shape[0], x.shape[-2], x.shape[-1]
-    flat = x.reshape(batch, -1, heads, dim)
-    out = flat.new_empty((batch, heads, flat.shape[1] + 1, dim), dtype=cdt)
-    out[:, :, :-1].copy_(flat.transpose(1, 2))
-    out[:, :, -1].zero_()
-    if scale != 1.0:
-        out.mul_(scale)
-    return out
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    """(batch, *spatial, heads, dim) as a (batch, heads, positions, dim) view (a copy only if x is not viewable)."""
+    return x.reshape(x.shape[0], -1, x.shape[-2], x.shape[-1]).transpose(1, 2)
 
 
-def _heads_last(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`_heads_first` (drops the padding row), in ``like``'s shape and dtype."""
-    return x[:, :, :-1].transpose(1, 2).reshape(like.shape).to(like.dtype)
+def _buffer(x: torch.Tensor, cdt: torch.dtype) -> torch.Tensor:
+    """Zeros (batch, positions + 1, heads, dim): row ``positions`` takes the writes of padding slots."""
+    return x.new_zeros((x.shape[0], x[0, ..., 0, 0].numel() + 1, x.shape[-2], x.shape[-1]), dtype=cdt)
+
+
+def _result(buffer: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A buffer of :func:`_buffer` without its padding row, in ``like``'s shape and dtype."""
+    return buffer[:, :-1].reshape(like.shape).to(like.dtype)
 
 
 class _Chunks:
-    """The tile tables on the inputs' device, cut into chunks, with the additive mask or bias of each chunk."""
+    """The tile tables on the inputs' device, cut into chunks, with the additive mask or bias of each chunk.
+
+    ``query``/``key`` hold positions to write to (``positions`` for padding slots), ``query_read``/``key_read`` the
+    same clamped to real rows for gathering; padding keys are masked out, padding queries are written to the
+    padding row and their upstream gradient is zeroed (``query_valid``).
+    """
 
     def __init__(self, q: torch.Tensor, kernel, dilation, causal, rpb: Optional[torch.Tensor], cdt: torch.dtype):
         batch, *spatial, heads, _ = q.shape
         tables = tile_tables(tuple(spatial), kernel, dilation, causal, tile_shape(kernel))
         device = q.device
+        npos = q[0, ..., 0, 0].numel()
         self.query, self.key = tables.query.to(device), tables.key.to(device)
+        self.query_read, self.key_read = self.query.clamp(max=npos - 1), self.key.clamp(max=npos - 1)
+        self.query_valid = (self.query < npos).to(cdt)[..., None]
         self.rel = tables.rel.to(device)
         self.mask = torch.zeros(tables.allowed.shape, dtype=cdt, device=device)
         self.mask.masked_fill_(~tables.allowed.to(device), float('-inf'))
@@ -80,18 +88,33 @@ class _Chunks:
         return self.rpb[:, self.rel[s:e]] + self.mask[s:e]
 
 
-def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """Rows ``index`` (tiles, n) of x (batch, heads, positions + 1, dim) as (batch, heads, tiles, n, dim)."""
+def _gather(x: torch.Tensor, index: torch.Tensor, cdt: torch.dtype) -> torch.Tensor:
+    """Rows ``index`` (tiles, n) of x (batch, heads, positions, dim) as contiguous (batch, heads, tiles, n, dim)."""
     batch, heads, _, dim = x.shape
-    return x.index_select(2, index.reshape(-1)).view(batch, heads, *index.shape, dim)
+    return x.index_select(2, index.reshape(-1)).to(cdt).view(batch, heads, *index.shape, dim)
 
 
-def _logits(qh, kh, chunks: _Chunks, s: int, e: int):
-    """Gathered (scaled) queries and keys of tiles s..e and their masked, biased logits."""
-    qc, kc = _gather(qh, chunks.query[s:e]), _gather(kh, chunks.key[s:e])
+def _scatter(buffer: torch.Tensor, index: torch.Tensor, values: torch.Tensor, add: bool) -> None:
+    """Write (or add) ``values`` (batch, heads, tiles, n, dim) to rows ``index`` of a :func:`_buffer`."""
+    view = buffer.transpose(1, 2)
+    values = values.view(view.shape[0], view.shape[1], -1, view.shape[3])
+    if add:
+        view.index_add_(2, index.reshape(-1), values)
+    else:
+        view.index_copy_(2, index.reshape(-1), values)
+
+
+def _logits(qf, kf, chunks: _Chunks, s: int, e: int, scale: float, cdt: torch.dtype):
+    """Gathered, scaled queries and gathered keys of tiles s..e, and their masked, biased logits."""
+    qc = _gather(qf, chunks.query_read[s:e], cdt).mul_(scale)
+    kc = _gather(kf, chunks.key_read[s:e], cdt)
     logits = torch.matmul(qc, kc.transpose(-1, -2))
     logits.add_(chunks.bias(s, e))
     return qc, kc, logits
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 class NeighborhoodAttentionFn(torch.autograd.Function):
@@ -99,46 +122,42 @@ class NeighborhoodAttentionFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, rpb, kernel, dilation, causal, scale):
-        cdt = torch.float64 if q.dtype == torch.float64 else torch.float32
+        cdt = _compute_dtype(q)
         chunks = _Chunks(q, kernel, dilation, causal, rpb, cdt)
-        qh, kh, vh = _heads_first(q, cdt, scale), _heads_first(k, cdt), _heads_first(v, cdt)
-        out = torch.zeros_like(qh)
-        batch, heads, _, dim = qh.shape
+        qf, kf, vf = _flat(q), _flat(k), _flat(v)
+        out = _buffer(q, cdt)
         for s, e in chunks.bounds:
-            _, _, logits = _logits(qh, kh, chunks, s, e)
+            _, _, logits = _logits(qf, kf, chunks, s, e, scale, cdt)
             probs = torch.softmax(logits, dim=-1)
-            out.index_copy_(2, chunks.query[s:e].reshape(-1),
-                            torch.matmul(probs, _gather(vh, chunks.key[s:e])).view(batch, heads, -1, dim))
+            _scatter(out, chunks.query[s:e], torch.matmul(probs, _gather(vf, chunks.key_read[s:e], cdt)), add=False)
         ctx.save_for_backward(q, k, v, rpb)
         ctx.config = (kernel, dilation, causal, scale)
-        return _heads_last(out, q)
+        return _result(out, q)
 
     @staticmethod
     def backward(ctx, dout):
         q, k, v, rpb = ctx.saved_tensors
         kernel, dilation, causal, scale = ctx.config
-        cdt = torch.float64 if q.dtype == torch.float64 else torch.float32
+        cdt = _compute_dtype(q)
         chunks = _Chunks(q, kernel, dilation, causal, rpb, cdt)
-        qh, kh, vh, doh = (_heads_first(q, cdt, scale), _heads_first(k, cdt), _heads_first(v, cdt),
-                           _heads_first(dout, cdt))
-        dq, dk, dv = torch.zeros_like(qh), torch.zeros_like(kh), torch.zeros_like(vh)
+        qf, kf, vf, dof = _flat(q), _flat(k), _flat(v), _flat(dout)
+        dq, dk, dv = _buffer(q, cdt), _buffer(k, cdt), _buffer(v, cdt)
         drpb = None if rpb is None else torch.zeros_like(chunks.rpb)
-        batch, heads, _, dim = qh.shape
+        heads = q.shape[-2]
         for s, e in chunks.bounds:
-            qc, kc, logits = _logits(qh, kh, chunks, s, e)
+            qc, kc, logits = _logits(qf, kf, chunks, s, e, scale, cdt)
             probs = torch.softmax(logits, dim=-1)
-            qidx, kidx = chunks.query[s:e], chunks.key[s:e]
-            doc = _gather(doh, qidx)
-            dv.index_add_(2, kidx.reshape(-1), torch.matmul(probs.transpose(-1, -2), doc).view(batch, heads, -1, dim))
-            dprobs = torch.matmul(doc, _gather(vh, kidx).transpose(-1, -2))
+            doc = _gather(dof, chunks.query_read[s:e], cdt).mul_(chunks.query_valid[s:e])
+            _scatter(dv, chunks.key[s:e], torch.matmul(probs.transpose(-1, -2), doc), add=True)
+            dprobs = torch.matmul(doc, _gather(vf, chunks.key_read[s:e], cdt).transpose(-1, -2))
             ds = torch._softmax_backward_data(dprobs, probs, -1, cdt)
             if drpb is not None:
                 drpb.index_add_(1, chunks.rel[s:e].reshape(-1), ds.sum(0).view(heads, -1))
-            dq.index_copy_(2, qidx.reshape(-1), torch.matmul(ds, kc).view(batch, heads, -1, dim))
-            dk.index_add_(2, kidx.reshape(-1), torch.matmul(ds.transpose(-1, -2), qc).view(batch, heads, -1, dim))
+            _scatter(dq, chunks.query[s:e], torch.matmul(ds, kc), add=False)
+            _scatter(dk, chunks.key[s:e], torch.matmul(ds.transpose(-1, -2), qc), add=True)
         dq.mul_(scale)
         drpb = None if rpb is None else drpb.view(rpb.shape).to(rpb.dtype)
-        return _heads_last(dq, q), _heads_last(dk, k), _heads_last(dv, v), drpb, None, None, None, None
+        return _result(dq, q), _result(dk, k), _result(dv, v), drpb, None, None, None, None
 
 
 def neighborhood_attention_torch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel: Tuple[int, ...],
