@@ -14,9 +14,8 @@ Design (the plan of fused NA kernels, written with batched PyTorch operations):
   forms ``dS = P * (dP - rowsum(dP * P))`` (PyTorch's fused softmax backward), writes dq per tile, and scatters
   dk, dv (key blocks of neighbouring tiles overlap) and the bias gradient with ``index_add_``.
 
-Inputs are read in place (heads-last, viewed as (batch, heads, positions, dim)); outputs and gradients are
-written into (batch, positions + 1, heads, dim) buffers whose last row takes the writes of padding slots, and are
-returned as views of them. Math runs in float32 (float64 for float64 inputs); outputs and gradients take the
+Inputs are read in place (heads-last, viewed as (batch, heads, positions, dim)); outputs and gradients are written
+into contiguous heads-last buffers through the same view and returned without a copy. Math runs in float32 (float64 for float64 inputs); outputs and gradients take the
 inputs' dtypes.
 """
 from typing import Optional, Tuple
@@ -47,21 +46,22 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
 
 
 def _buffer(x: torch.Tensor, cdt: torch.dtype) -> torch.Tensor:
-    """Zeros (batch, positions + 1, heads, dim): row ``positions`` takes the writes of padding slots."""
-    return x.new_zeros((x.shape[0], x[0, ..., 0, 0].numel() + 1, x.shape[-2], x.shape[-1]), dtype=cdt)
+    """Zeros shaped like x, viewed as (batch, heads, positions, dim) (contiguous heads-last underneath)."""
+    return _flat(torch.zeros(x.shape, dtype=cdt, device=x.device))
 
 
 def _result(buffer: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """A buffer of :func:`_buffer` without its padding row, in ``like``'s shape and dtype."""
-    return buffer[:, :-1].reshape(like.shape).to(like.dtype)
+    """A buffer of :func:`_buffer` in ``like``'s shape and dtype."""
+    return buffer.transpose(1, 2).reshape(like.shape).to(like.dtype)
 
 
 class _Chunks:
     """The tile tables on the inputs' device, cut into chunks, with the additive mask or bias of each chunk.
 
-    ``query``/``key`` hold positions to write to (``positions`` for padding slots), ``query_read``/``key_read`` the
-    same clamped to real rows for gathering; padding keys are masked out, padding queries are written to the
-    padding row and their upstream gradient is zeroed (``query_valid``).
+    Padding slots are clamped to real rows for reading. Padding keys are masked out, so nothing is added to the
+    row they read (their probabilities are zero); padding queries get a zero upstream gradient (``query_valid``)
+    and are left out of the writes (``writes``: per chunk, the valid rows of its flattened queries and their
+    positions).
     """
 
     def __init__(self, q: torch.Tensor, kernel, dilation, causal, rpb: Optional[torch.Tensor], cdt: torch.dtype):
@@ -69,17 +69,23 @@ class _Chunks:
         tables = tile_tables(tuple(spatial), kernel, dilation, causal, tile_shape(kernel))
         device = q.device
         npos = q[0, ..., 0, 0].numel()
-        self.query, self.key = tables.query.to(device), tables.key.to(device)
-        self.query_read, self.key_read = self.query.clamp(max=npos - 1), self.key.clamp(max=npos - 1)
-        self.query_valid = (self.query < npos).to(cdt)[..., None]
+        query = tables.query.to(device)
+        self.query, self.key = query.clamp(max=npos - 1), tables.key.to(device).clamp(max=npos - 1)
+        self.query_valid = (query < npos).to(cdt)[..., None]
         self.rel = tables.rel.to(device)
         self.mask = torch.zeros(tables.allowed.shape, dtype=cdt, device=device)
         self.mask.masked_fill_(~tables.allowed.to(device), float('-inf'))
         self.rpb = None if rpb is None else rpb.reshape(heads, -1).to(cdt)
-        ntiles, tq = self.query.shape
+        ntiles, tq = query.shape
         per_tile = batch * heads * tq * self.key.shape[1]
-        self.step = max(1, _CHUNK_ELEMENTS // per_tile)
-        self.bounds = [(s, min(s + self.step, ntiles)) for s in range(0, ntiles, self.step)]
+        step = max(1, _CHUNK_ELEMENTS // per_tile)
+        self.bounds = [(s, min(s + step, ntiles)) for s in range(0, ntiles, step)]
+        self.writes = []
+        for s, e in self.bounds:
+            positions = query[s:e].reshape(-1)
+            valid = positions < npos
+            rows = None if bool(valid.all()) else valid.nonzero().squeeze(1)
+            self.writes.append((rows, positions if rows is None else positions[rows]))
 
     def bias(self, s: int, e: int) -> torch.Tensor:
         """Additive term of the logits of tiles s..e: (heads, tiles, Tq, Wk) with the bias, else (tiles, Tq, Wk)."""
@@ -94,20 +100,21 @@ def _gather(x: torch.Tensor, index: torch.Tensor, cdt: torch.dtype) -> torch.Ten
     return x.index_select(2, index.reshape(-1)).to(cdt).view(batch, heads, *index.shape, dim)
 
 
-def _scatter(buffer: torch.Tensor, index: torch.Tensor, values: torch.Tensor, add: bool) -> None:
-    """Write (or add) ``values`` (batch, heads, tiles, n, dim) to rows ``index`` of a :func:`_buffer`."""
-    view = buffer.transpose(1, 2)
-    values = values.view(view.shape[0], view.shape[1], -1, view.shape[3])
-    if add:
-        view.index_add_(2, index.reshape(-1), values)
-    else:
-        view.index_copy_(2, index.reshape(-1), values)
+def _write(buffer: torch.Tensor, values: torch.Tensor, rows: Optional[torch.Tensor], positions: torch.Tensor) -> None:
+    """Copy rows ``rows`` (all if None) of ``values`` (batch, heads, tiles, n, dim) to ``positions`` of a buffer."""
+    values = values.view(buffer.shape[0], buffer.shape[1], -1, buffer.shape[3])
+    buffer.index_copy_(2, positions, values if rows is None else values.index_select(2, rows))
+
+
+def _add(buffer: torch.Tensor, values: torch.Tensor, index: torch.Tensor) -> None:
+    """Add ``values`` (batch, heads, tiles, n, dim) to rows ``index`` (tiles, n) of a buffer."""
+    buffer.index_add_(2, index.reshape(-1), values.view(buffer.shape[0], buffer.shape[1], -1, buffer.shape[3]))
 
 
 def _logits(qf, kf, chunks: _Chunks, s: int, e: int, scale: float, cdt: torch.dtype):
     """Gathered, scaled queries and gathered keys of tiles s..e, and their masked, biased logits."""
-    qc = _gather(qf, chunks.query_read[s:e], cdt).mul_(scale)
-    kc = _gather(kf, chunks.key_read[s:e], cdt)
+    qc = _gather(qf, chunks.query[s:e], cdt).mul_(scale)
+    kc = _gather(kf, chunks.key[s:e], cdt)
     logits = torch.matmul(qc, kc.transpose(-1, -2))
     logits.add_(chunks.bias(s, e))
     return qc, kc, logits
@@ -126,10 +133,10 @@ class NeighborhoodAttentionFn(torch.autograd.Function):
         chunks = _Chunks(q, kernel, dilation, causal, rpb, cdt)
         qf, kf, vf = _flat(q), _flat(k), _flat(v)
         out = _buffer(q, cdt)
-        for s, e in chunks.bounds:
+        for (s, e), (rows, positions) in zip(chunks.bounds, chunks.writes):
             _, _, logits = _logits(qf, kf, chunks, s, e, scale, cdt)
             probs = torch.softmax(logits, dim=-1)
-            _scatter(out, chunks.query[s:e], torch.matmul(probs, _gather(vf, chunks.key_read[s:e], cdt)), add=False)
+            _write(out, torch.matmul(probs, _gather(vf, chunks.key[s:e], cdt)), rows, positions)
         ctx.save_for_backward(q, k, v, rpb)
         ctx.config = (kernel, dilation, causal, scale)
         return _result(out, q)
@@ -144,17 +151,17 @@ class NeighborhoodAttentionFn(torch.autograd.Function):
         dq, dk, dv = _buffer(q, cdt), _buffer(k, cdt), _buffer(v, cdt)
         drpb = None if rpb is None else torch.zeros_like(chunks.rpb)
         heads = q.shape[-2]
-        for s, e in chunks.bounds:
+        for (s, e), (rows, positions) in zip(chunks.bounds, chunks.writes):
             qc, kc, logits = _logits(qf, kf, chunks, s, e, scale, cdt)
             probs = torch.softmax(logits, dim=-1)
-            doc = _gather(dof, chunks.query_read[s:e], cdt).mul_(chunks.query_valid[s:e])
-            _scatter(dv, chunks.key[s:e], torch.matmul(probs.transpose(-1, -2), doc), add=True)
-            dprobs = torch.matmul(doc, _gather(vf, chunks.key_read[s:e], cdt).transpose(-1, -2))
+            doc = _gather(dof, chunks.query[s:e], cdt).mul_(chunks.query_valid[s:e])
+            _add(dv, torch.matmul(probs.transpose(-1, -2), doc), chunks.key[s:e])
+            dprobs = torch.matmul(doc, _gather(vf, chunks.key[s:e], cdt).transpose(-1, -2))
             ds = torch._softmax_backward_data(dprobs, probs, -1, cdt)
             if drpb is not None:
                 drpb.index_add_(1, chunks.rel[s:e].reshape(-1), ds.sum(0).view(heads, -1))
-            _scatter(dq, chunks.query[s:e], torch.matmul(ds, kc), add=False)
-            _scatter(dk, chunks.key[s:e], torch.matmul(ds.transpose(-1, -2), qc), add=True)
+            _write(dq, torch.matmul(ds, kc), rows, positions)
+            _add(dk, torch.matmul(ds.transpose(-1, -2), qc), chunks.key[s:e])
         dq.mul_(scale)
         drpb = None if rpb is None else drpb.view(rpb.shape).to(rpb.dtype)
         return _result(dq, q), _result(dk, k), _result(dv, v), drpb, None, None, None, None
