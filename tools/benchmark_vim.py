@@ -16,7 +16,8 @@ Usage::
 
 Sides are multiples of the patch size: the paper's 738 becomes 736 (the same 46x46 token grid that DeiT's
 patch embedding gives for 738). Every (model, size) runs in a fresh subprocess: peak memory is the growth of that
-process's peak resident set during one forward pass (reset through /proc/self/clear_refs first; CUDA:
+process's peak resident set during one forward pass (reset through /proc/self/clear_refs first, with glibc's
+``MALLOC_MMAP_THRESHOLD_`` fixed at 64 KiB so that freed tensors leave the resident set; CUDA:
 ``max_memory_allocated`` above the memory held before the call), then the time is the best of ``--repeats``
 forward passes (after that first, warm-up pass). Ratios are printed against both DeiT-Ti baselines.
 """
@@ -82,7 +83,10 @@ def worker(name: str, size: int, batch: int, device: str, repeats: int) -> dict:
 def measure(name: str, size: int, batch: int, device: str, repeats: int, threads: int):
     cmd = [sys.executable, os.path.abspath(__file__), '--worker', name, '--sizes', str(size), '--batch', str(batch),
            '--device', device, '--repeats', str(repeats), '--threads', str(threads)]
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    # glibc's default mmap threshold grows after large frees, after which freed tensors stay in the heap and count
+    # in the resident set; a fixed threshold returns them, so the peak tracks the memory actually in use
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=os.environ.get('MALLOC_MMAP_THRESHOLD_', '65536'))
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         sys.stderr.write(f'{name} at {size} failed:\n{result.stderr[-2000:]}\n')
         return None
@@ -96,6 +100,8 @@ def main(argv=None):
     parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda'))
     parser.add_argument('--repeats', type=int, default=2)
     parser.add_argument('--threads', type=int, default=2, help='torch CPU threads (default 2)')
+    parser.add_argument('--models', nargs='+', choices=MODELS, default=list(MODELS),
+                        help='models to run (ratios need the baselines in the same run)')
     parser.add_argument('--worker', choices=MODELS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     for size in args.sizes:
@@ -112,8 +118,9 @@ def main(argv=None):
               f'{"faster than sdpa":>17} {"mem saved vs explicit":>22} {"mem saved vs sdpa":>18}')
     print(header)
     for size in args.sizes:
-        rows = {name: measure(name, size, args.batch, args.device, args.repeats, args.threads) for name in MODELS}
-        for name in MODELS:
+        rows = {name: measure(name, size, args.batch, args.device, args.repeats, args.threads) if name in args.models
+                else None for name in MODELS}
+        for name in args.models:
             r = rows[name]
             if r is None:
                 print(f'{size:>5} {name:>14} {"failed":>8}')

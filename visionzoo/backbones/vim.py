@@ -90,9 +90,10 @@ class VimMixer(nn.Module):
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """(batch, seqlen, dim) -> (batch, seqlen, dim)."""
         x, z = self.in_proj(hidden).transpose(1, 2).chunk(2, dim=1)
-        y = self._direction(x, z, reverse=False) + self._direction(x, z, reverse=True)
+        y = self._direction(x, z, reverse=False)
+        y = y.add_(self._direction(x, z, reverse=True))  # in place: the scan keeps neither output for backward
         if self.divide_out:
-            y = y / 2
+            y = y.mul_(0.5)
         return self.out_proj(y.transpose(1, 2))
 
 

@@ -1,9 +1,9 @@
 """Causal depthwise conv1d through PyTorch's grouped convolution (oneDNN on CPU, cuDNN on CUDA).
 
-The input is padded on the left by ``width - 1`` and convolved without padding, so the output has exactly
-``seqlen`` positions and no slice of a longer result is copied. The anti-causal direction (``reverse``) pads on the
-right and flips the taps, which equals flipping the sequence, convolving and flipping back. Autograd
-differentiates the convolution.
+The convolution zero-pads ``width - 1`` positions on both sides and the output is the view of its first
+``seqlen`` positions (causal) or its last ``seqlen`` (anti-causal, ``reverse``, with flipped taps, which equals
+flipping the sequence, convolving and flipping back): no padded copy of the input and no copy of the result.
+Autograd differentiates the convolution.
 """
 from typing import Optional
 
@@ -24,8 +24,10 @@ def causal_conv1d_torch(x: torch.Tensor, weight: torch.Tensor, bias: Optional[to
     w = weight.to(cdt)
     if reverse:
         w = w.flip(-1)
-    pad = (0, width - 1) if reverse else (width - 1, 0)
-    out = F.conv1d(F.pad(x.to(cdt), pad), w.unsqueeze(1), None if bias is None else bias.to(cdt), groups=dim)
+    seqlen = x.shape[-1]
+    # zero padding on both sides, then the seqlen outputs of one direction: a view, so no padded copy of x is made
+    out = F.conv1d(x.to(cdt), w.unsqueeze(1), None if bias is None else bias.to(cdt), padding=width - 1, groups=dim)
+    out = out.narrow(-1, width - 1 if reverse else 0, seqlen)
     if activation is not None:
         out = F.silu(out, inplace=not (torch.is_grad_enabled() and out.requires_grad))
     return out.to(x.dtype)

@@ -38,15 +38,30 @@ def _chunk_len(batch: int, dim: int, dstate: int, seqlen: int) -> int:
 def _time_major(x: torch.Tensor, reverse: bool) -> torch.Tensor:
     """(batch, dim, seqlen) -> a new contiguous (seqlen, batch, dim) tensor, back to front when ``reverse``.
 
-    Written as the transpose of a (batch * dim, seqlen) matrix, which PyTorch copies in cache-sized blocks (about
-    3x faster on CPU than copying the 3-D permutation).
+    A batch-major ``x`` is copied as the transpose of a (batch * dim, seqlen) matrix, which PyTorch does in
+    cache-sized blocks (about 3x faster on CPU than copying the 3-D permutation). A transposed view of a
+    (batch, seqlen, dim) tensor, as a Linear layer's output gives, is already close to the target layout: its
+    permutation is copied row by row.
     """
     batch, dim, seqlen = x.shape
-    out = x.reshape(batch * dim, seqlen).t().contiguous().view(seqlen, batch, dim)
+    if x.stride(1) < x.stride(2):
+        out = x.permute(2, 0, 1).contiguous()
+    else:
+        out = x.reshape(batch * dim, seqlen).t().contiguous().view(seqlen, batch, dim)
     if reverse:
         return out.flip(0)
-    # always a new tensor (callers update it in place); contiguous() returns x itself when seqlen or batch*dim is 1
+    # always a new tensor (callers update it in place); contiguous() returns x itself when no copy is needed
     return out.clone() if out.data_ptr() == x.data_ptr() else out
+
+
+def _in_slices(x: torch.Tensor, fn, axis: int = 0, elements: int = _CHUNK_ELEMENTS) -> torch.Tensor:
+    """Update ``x`` in place one slice along ``axis`` at a time (about ``elements`` each), so that the temporaries
+    of the elementwise ``fn(slice, start, stop)`` stay slice-sized."""
+    step = max(1, elements * x.shape[axis] // max(x.numel(), 1))
+    for i in range(0, x.shape[axis], step):
+        j = min(i + step, x.shape[axis])
+        fn(x.narrow(axis, i, j - i), i, j)
+    return x
 
 
 def _batch_major(x: torch.Tensor, reverse: bool) -> torch.Tensor:
@@ -158,12 +173,16 @@ def _recompute_chunk(k: int, T: int, dtT: torch.Tensor, dtuT: torch.Tensor, AT: 
 
 
 def _scan_forward(dtT, dtuT, AT, Bop: _Operand, Cop: _Operand, T: int):
-    """Forward chunk loop. Returns yT (seqlen, batch, dim) and the chunk-end states (nchunks, batch, dstate, dim)."""
+    """Forward chunk loop. Returns yT (seqlen, batch, dim) and the chunk-end states (nchunks, batch, dstate, dim).
+
+    ``yT`` is written into ``dtuT``'s memory: chunk k reads its ``delta * u`` before writing its outputs, and later
+    chunks read only later positions.
+    """
     seqlen, batch, dim = dtT.shape
     dstate = AT.shape[0]
     nchunks = math.ceil(seqlen / T)
     ckpt = dtT.new_empty((nchunks, batch, dstate, dim))
-    yT = dtT.new_empty((seqlen, batch, dim))
+    yT = dtuT
     a_buf = dtT.new_empty((T, batch, dstate, dim))
     s_buf = torch.empty_like(a_buf)
     tmp = torch.empty_like(a_buf)
@@ -238,19 +257,18 @@ class SelectiveScanTorchFn(torch.autograd.Function):
     """Autograd function of the PyTorch path (hand-written backward, chunk-boundary checkpoints)."""
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, keep):
         cdt = torch.float64 if u.dtype == torch.float64 else torch.float32
         batch, dim, seqlen = u.shape
         dstate = A.shape[1]
-        # Without gradients (inference) nothing is kept for backward, and buffers are reused in place, so that the
-        # peak memory stays a few (seqlen, batch, dim) tensors.
-        keep = any(ctx.needs_input_grad)
+        # keep: whether autograd will call backward. Without (inference) nothing is kept for it and buffers are
+        # reused in place, so that the peak memory stays a few (seqlen, batch, dim) tensors.
         dtT = _time_major(delta.to(cdt), reverse)
         if delta_bias is not None:
             dtT.add_(delta_bias.to(cdt))
         dt_rawT = dtT if delta_softplus and keep else None
         if delta_softplus:
-            dtT = F.softplus(dtT)
+            dtT = F.softplus(dtT) if keep else _in_slices(dtT, lambda t, i, j: t.copy_(F.softplus(t)))
         uf = u.to(cdt)
         uT = _time_major(uf, reverse)
         dtuT = dtT * uT if keep else uT.mul_(dtT)
@@ -258,16 +276,23 @@ class SelectiveScanTorchFn(torch.autograd.Function):
         Bop = _Operand(B, dim, cdt, reverse)
         Cop = _Operand(C, dim, cdt, reverse)
         T = _chunk_len(batch, dim, dstate, seqlen)
-        yT, ckpt = _scan_forward(dtT, dtuT, AT, Bop, Cop, T)
+        yT, ckpt = _scan_forward(dtT, dtuT, AT, Bop, Cop, T)  # yT overwrites dtuT
         del dtuT
-        y = _batch_major(yT, reverse)
+        if not keep:
+            del dtT
+        # (batch, dim, seqlen) view of the time-major result: no copy in the forward direction, and for a caller
+        # whose next step is a Linear layer over dim, (batch, seqlen, dim) is then already contiguous for batch 1
+        y = (yT.flip(0) if reverse else yT).permute(1, 2, 0)
         del yT
         if D is not None:
             y = y.addcmul_(D.to(cdt)[:, None], uf)
         if z is None:
             out = y
+        elif keep:
+            out = y * F.silu(z.to(cdt))
         else:
-            out = y * F.silu(z.to(cdt)) if keep else y.mul_(F.silu(z.to(cdt)))
+            zf = z.to(cdt)
+            out = _in_slices(y, lambda t, i, j: t.mul_(F.silu(zf.narrow(2, i, j - i))), axis=2)
         last_state = ckpt[-1].transpose(1, 2).contiguous()
         ctx.mark_non_differentiable(last_state)
         ctx.T = T
@@ -320,7 +345,7 @@ class SelectiveScanTorchFn(torch.autograd.Function):
         dA = dA.sum(0).t().to(A_dtype) if dA is not None else None
         dB = ctx.Bop.finish_grad(dB, B_dtype, B_ndim, reverse) if dB is not None else None
         dC = ctx.Cop.finish_grad(dC, C_dtype, C_ndim, reverse) if dC is not None else None
-        return du, dd, dA, dB, dC, dD, dz, ddb, None, None
+        return du, dd, dA, dB, dC, dD, dz, ddb, None, None, None
 
 
 def selective_scan_torch(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
@@ -333,4 +358,6 @@ def selective_scan_torch(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, 
         ``(out, last_state)``: out (batch, dim, seqlen) in ``u``'s dtype, last_state (batch, dim, dstate) in
         float32 (float64 for float64 ``u``).
     """
-    return SelectiveScanTorchFn.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
+    keep = torch.is_grad_enabled() and any(t is not None and t.requires_grad
+                                           for t in (u, delta, A, B, C, D, z, delta_bias))
+    return SelectiveScanTorchFn.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, keep)
