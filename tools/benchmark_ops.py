@@ -5,6 +5,7 @@ Usage::
     python tools/benchmark_ops.py scan                      # CPU: ViM-Ti shape and l=1024
     python tools/benchmark_ops.py scan --device cuda        # GPU: adds the Triton path (and mamba's CUDA kernel)
     python tools/benchmark_ops.py scan --shape 8,384,197,16 --repeats 5
+    python tools/benchmark_ops.py na                        # neighborhood attention: NAT-Tiny stage 1 and 1-D
 
 For every path of the selective scan it prints forward time (no autograd), forward+backward time and peak
 memory of forward+backward, each also as a ratio against the baseline ``sequential``: the plain sequential
@@ -17,6 +18,12 @@ installed (imported from its module file, without the CUDA extension), and its C
 ``selective_scan_cuda`` imports and the device is CUDA.
 
 Inputs follow ViM's use: variable B and C with one group, D, z, delta_bias, softplus, A = -(1..dstate).
+``na`` times neighbourhood attention (forward, forward+backward, peak memory of forward+backward) against two
+baselines measured in the same run: ``sdpa-masked``, ``F.scaled_dot_product_attention`` with the boolean
+(positions x positions) neighbourhood mask (built inside the call, as a layer would), and ``natten``, NATTEN's own
+CPU forward (``natten.functional.na1d/na2d``, FlexAttention underneath; it has no CPU backward, so its row has
+forward time and forward peak memory only).
+
 Every (shape, path) runs in a fresh subprocess, so that allocator state left by one path does not slow the next.
 CPU peak memory is the growth of that process's peak resident set during one forward+backward (the peak is reset
 through /proc/self/clear_refs first); CUDA peak memory is ``torch.cuda.max_memory_allocated`` above the memory held
@@ -26,6 +33,7 @@ import argparse
 import importlib
 import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
@@ -154,20 +162,23 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def time_path(fn, inputs, device, repeats, warmup=True):
-    """Best forward time (no autograd) and best forward+backward time over ``repeats`` runs (after a warm-up run)."""
+def time_path(run, leaves, device, repeats, warmup=True, backward=True):
+    """Best forward time (no autograd) and best forward+backward time over ``repeats`` runs (after a warm-up run).
+
+    ``run()`` computes the output from ``leaves``; forward+backward is skipped (None) when ``backward`` is False.
+    """
     def fwd():
         with torch.no_grad():
-            fn(*inputs, True)
+            run()
 
     def fwd_bwd():
-        out = fn(*inputs, True)
+        out = run()
         out.backward(torch.ones_like(out))
-        for t in inputs:
+        for t in leaves:
             t.grad = None
 
     results = []
-    for step in (fwd, fwd_bwd):
+    for step in (fwd, fwd_bwd) if backward else (fwd,):
         if warmup:
             step()
             _sync(device)
@@ -178,7 +189,7 @@ def time_path(fn, inputs, device, repeats, warmup=True):
             _sync(device)
             best = min(best, time.perf_counter() - start)
         results.append(best)
-    return results
+    return results + [None] * (2 - len(results))
 
 
 def _rss_kib(field):
@@ -189,53 +200,142 @@ def _rss_kib(field):
     raise RuntimeError(f'{field} not in /proc/self/status')
 
 
-def measure_worker(path_name, shape, device, repeats, memory):
-    """(In a fresh subprocess) peak memory of one forward+backward, then best times, of one path at one shape.
+def peak_memory(run, leaves, device, backward=True):
+    """Peak memory of one forward(+backward) of ``run()`` above what the process held before, in bytes.
 
-    Returns ``{'peak_bytes': int or None, 'fwd': s, 'fwd_bwd': s}``. The memory run comes first, so that the
-    process's peak is that of this path alone; it doubles as the warm-up of the timed runs.
+    CPU: growth of the process's peak resident set (reset through /proc/self/clear_refs first); CUDA:
+    ``torch.cuda.max_memory_allocated`` above the memory allocated before the call.
     """
-    batch, dim, seqlen, dstate = shape
-    fn = scan_paths(device)[path_name]
-    inputs = scan_inputs(batch, dim, seqlen, dstate, device)
-    peak = out = None
-    if memory and device == 'cuda':
+    if device == 'cuda':
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
-        out = fn(*inputs, True)
-        out.backward(torch.ones_like(out))
-        torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated() - before
-    elif memory:
+    else:
         try:
             with open('/proc/self/clear_refs', 'w') as f:
                 f.write('5')  # reset the peak resident set to the current one
         except OSError:
             pass
         before = _rss_kib('VmRSS')
-        out = fn(*inputs, True)
-        out.backward(torch.ones_like(out))
+    grad_mode = torch.enable_grad() if backward else torch.no_grad()
+    with grad_mode:
+        out = run()
+        if backward:
+            out.backward(torch.ones_like(out))
+    if device == 'cuda':
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() - before
+    else:
         peak = (_rss_kib('VmHWM') - before) * 1024
     del out
-    for t in inputs:
+    for t in leaves:
         t.grad = None
-    slow = path_name in SLOW  # up to seconds per call: one timed run, no further warm-up
-    fwd, fwd_bwd = time_path(fn, inputs, device, repeats, warmup=not slow and not memory)
+    return peak
+
+
+def _scan_case(path_name, shape, device):
+    """(run, leaves, slow, backward) of one selective-scan path at ``shape`` = (batch, dim, seqlen, dstate)."""
+    batch, dim, seqlen, dstate = shape
+    fn = scan_paths(device)[path_name]
+    inputs = scan_inputs(batch, dim, seqlen, dstate, device)
+    return (lambda: fn(*inputs, True)), inputs, path_name in SLOW, True
+
+
+def measure_worker(op, path_name, shape, device, repeats, memory):
+    """(In a fresh subprocess) peak memory of one forward+backward, then best times, of one path at one shape.
+
+    Returns ``{'peak_bytes': int or None, 'fwd': s, 'fwd_bwd': s or None}``. The memory run comes first, so that the
+    process's peak is that of this path alone; it doubles as the warm-up of the timed runs.
+    """
+    if op == 'na' and memory:  # first use of the libraries (thread pool, BLAS buffers) at a small size, not counted
+        batch, heads, dim, kernel, *spatial = shape
+        small = _na_case(path_name, (1, heads, dim, kernel) + tuple(min(n, 2 * kernel) for n in spatial), device)
+        peak_memory(*small[:2], device, small[3])
+    run, leaves, slow, backward = (_scan_case if op == 'scan' else _na_case)(path_name, shape, device)
+    peak = peak_memory(run, leaves, device, backward) if memory else None
+    # slow paths take up to seconds per call: one timed run, no further warm-up
+    fwd, fwd_bwd = time_path(run, leaves, device, repeats, warmup=not slow and not memory, backward=backward)
     return {'peak_bytes': peak, 'fwd': fwd, 'fwd_bwd': fwd_bwd}
 
 
-def measure(path_name, shape, device, repeats, memory, threads):
+def measure(op, path_name, shape, device, repeats, memory, threads):
     """Run :func:`measure_worker` in a fresh interpreter, so that every path starts from the same process state
     (allocator caches and the peak resident set left by one path would otherwise skew the next)."""
-    cmd = [sys.executable, os.path.abspath(__file__), 'scan', '--worker', path_name,
+    cmd = [sys.executable, os.path.abspath(__file__), op, '--worker', path_name,
            '--shape', ','.join(map(str, shape)), '--device', device, '--threads', str(threads),
            '--repeats', str(repeats)] + ([] if memory else ['--no-memory'])
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    # na: large buffers straight from mmap, so that memory freed by one step is not reused unseen by the next
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536') if op == 'na' else None
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         sys.stderr.write(f'{path_name} at {shape} failed:\n{result.stderr[-2000:]}\n')
         return None
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------------------------------ neighborhood attention
+# batch, heads, dim, kernel, spatial...: the NAT-Tiny stage-1 map (56 x 56, kernel 7, head dim 32) with 4 heads, and a
+# long 1-D sequence with a 63-wide window; batch 4 for both.
+NA_DEFAULT_SHAPES = ['4,4,32,7,56,56', '4,4,32,63,4096']
+NA_BASELINE = 'sdpa-masked'
+NA_SLOW = ('natten',)
+
+
+def dense_na_mask(spatial, kernel, device):
+    """The (positions, positions) boolean neighbourhood mask, from the op's own window rule (dilation 1)."""
+    from visionzoo.ops.neighborhood_attention.window import axis_window
+
+    mask = None
+    for n in spatial:
+        w = axis_window(n, kernel, 1, False)
+        axis = (w.lo[:, None] <= w.coord[None, :]) & (w.coord[None, :] < w.hi[:, None])
+        mask = axis if mask is None else (mask[:, None, :, None] & axis[None, :, None, :]).flatten(2).flatten(0, 1)
+    return mask.to(device)
+
+
+def na_paths(device):
+    """name -> callable(q, k, v, kernel) for every neighbourhood-attention path available here."""
+    import torch.nn.functional as F
+
+    from visionzoo.ops import neighborhood_attention
+
+    def sdpa_masked(q, k, v, kernel):
+        batch, heads, dim = q.shape[0], q.shape[-2], q.shape[-1]
+        mask = dense_na_mask(q.shape[1:-2], kernel, q.device)
+        qh, kh, vh = (t.reshape(batch, -1, heads, dim).transpose(1, 2) for t in (q, k, v))
+        return F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask).transpose(1, 2).reshape(q.shape)
+
+    paths = {NA_BASELINE: sdpa_masked,
+             'torch': lambda q, k, v, kernel: neighborhood_attention(q, k, v, kernel, backend='torch')}
+    if device == 'cuda':
+        from visionzoo.ops.neighborhood_attention import triton_available
+        if triton_available():
+            paths['triton'] = lambda q, k, v, kernel: neighborhood_attention(q, k, v, kernel, backend='triton')
+    try:
+        import warnings
+
+        from natten import functional as natten_functional
+    except ImportError:
+        return paths
+
+    def natten_na(q, k, v, kernel):
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # on CPU: "materializes the full scores matrix"
+            fn = natten_functional.na1d if q.dim() == 4 else natten_functional.na2d
+            return fn(q, k, v, kernel_size=kernel)
+    paths['natten'] = natten_na
+    return paths
+
+
+def _na_case(path_name, shape, device):
+    """(run, leaves, slow, backward) of one neighbourhood-attention path at (batch, heads, dim, kernel, *spatial)."""
+    batch, heads, dim, kernel, *spatial = shape
+    fn = na_paths(device)[path_name]
+    backward = not (path_name == 'natten' and device == 'cpu')  # NATTEN 0.21 has no CPU backward (and refuses
+    g = torch.Generator().manual_seed(0)                         # inputs that require grad there)
+    leaves = [torch.randn(batch, *spatial, heads, dim, generator=g).to(device).requires_grad_(backward)
+              for _ in range(3)]
+    return (lambda: fn(*leaves, kernel)), leaves, path_name in NA_SLOW, backward
 
 
 # ----------------------------------------------------------------------------------------------------------- main
@@ -260,7 +360,7 @@ def bench_scan(args):
         for name in names:
             if name in QUADRATIC and seqlen > QUADRATIC_MAX_SEQLEN and not args.long_baselines:
                 continue
-            r = measure(name, shape, device, args.baseline_repeats if name in SLOW else args.repeats,
+            r = measure('scan', name, shape, device, args.baseline_repeats if name in SLOW else args.repeats,
                         not args.no_memory, threads)
             rows[name] = (r['fwd'], r['fwd_bwd'], r['peak_bytes']) if r else (None, None, None)
         base = rows.get(BASELINE, (None, None, None))
@@ -280,6 +380,52 @@ def bench_scan(args):
                   flush=True)
 
 
+def _cell(value, scale, fmt, width):
+    return f'{value * scale:{width}{fmt}}' if value is not None else f'{"-":>{width}}'
+
+
+def bench_na(args):
+    device = args.device
+    shapes = [tuple(int(v) for v in s.split(',')) for s in (args.shape or NA_DEFAULT_SHAPES)]
+    names = list(na_paths(device))
+    if args.paths:
+        names = [k for k in names if k in args.paths.split(',') or k == NA_BASELINE]
+    threads = args.threads or torch.get_num_threads()
+    print(f'neighborhood attention, device={device}, torch {torch.__version__}, threads={threads}; each path in a '
+          f'fresh process, best of {args.repeats} runs (one run for {", ".join(NA_SLOW)}); float32, non-causal, '
+          f'dilation 1, no bias')
+    print(f'ratios = baseline / path, measured in this run (higher is better): "vs sdpa" against {NA_BASELINE} '
+          f'(F.scaled_dot_product_attention with the dense boolean mask), "vs natten" against natten\'s forward; '
+          f'peak = growth of peak resident memory during one forward+backward (natten: forward only), after a '
+          f'small warm-up call; work = peak less the output, its upstream gradient and the q/k/v gradients that '
+          f'every path must hold (natten: less the output)')
+    for shape in shapes:
+        batch, heads, dim, kernel, *spatial = shape
+        rows = {}
+        for name in names:
+            r = measure('na', name, shape, device, 1 if name in NA_SLOW else args.repeats, not args.no_memory,
+                        threads)
+            rows[name] = (r['fwd'], r['fwd_bwd'], r['peak_bytes']) if r else (None, None, None)
+        base = rows.get(NA_BASELINE, (None, None, None))
+        nat = rows.get('natten', (None, None, None))
+        print(f'\n{"x".join(map(str, spatial))} map, batch {batch}, {heads} heads, dim {dim}, kernel {kernel}')
+        tensor_bytes = 4 * batch * heads * dim * math.prod(spatial)  # one float32 (batch, *spatial, heads, dim)
+
+        def work(name, mem):
+            return None if mem is None else mem - tensor_bytes * (5 if rows[name][1] is not None else 1)
+        base_work = work(NA_BASELINE, base[2]) if NA_BASELINE in rows else None
+        print(f'{"path":<13}{"fwd ms":>10}{"vs sdpa":>9}{"vs natten":>11}{"fwd+bwd ms":>12}{"vs sdpa":>9}'
+              f'{"peak MiB":>10}{"vs sdpa":>9}{"work MiB":>10}{"vs sdpa":>9}')
+        for name, (fwd, fwd_bwd, mem) in rows.items():
+            if fwd is None:
+                print(f'{name:<13}  failed')
+                continue
+            print(f'{name:<13}{_cell(fwd, 1e3, ".2f", 10)}{_ratio(fwd, base[0]):>9}{_ratio(fwd, nat[0]):>11}'
+                  f'{_cell(fwd_bwd, 1e3, ".2f", 12)}{_ratio(fwd_bwd, base[1]):>9}{_cell(mem, 2**-20, ".1f", 10)}'
+                  f'{_ratio(mem, base[2]):>9}{_cell(work(name, mem), 2**-20, ".1f", 10)}'
+                  f'{_ratio(work(name, mem), base_work):>9}', flush=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     sub = parser.add_subparsers(dest='op', required=True)
@@ -295,12 +441,24 @@ def main(argv=None):
                       help=f'also run {", ".join(QUADRATIC)} above seqlen {QUADRATIC_MAX_SEQLEN} (minutes)')
     scan.add_argument('--threads', type=int, help='torch.set_num_threads (default: PyTorch\'s choice)')
     scan.add_argument('--worker', help=argparse.SUPPRESS)
+    na = sub.add_parser('na', help='neighborhood attention: PyTorch path against masked SDPA and natten')
+    na.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu', choices=('cpu', 'cuda'))
+    na.add_argument('--shape', action='append', help='batch,heads,dim,kernel,x[,y] (repeatable); default: '
+                    + ' and '.join(NA_DEFAULT_SHAPES))
+    na.add_argument('--paths', help='comma-separated subset of paths (the baseline always runs)')
+    na.add_argument('--repeats', type=int, default=5, help='timed runs per path (best is kept)')
+    na.add_argument('--no-memory', action='store_true', help='skip the peak-memory measurement')
+    na.add_argument('--threads', type=int, help='torch.set_num_threads (default: PyTorch\'s choice)')
+    na.add_argument('--worker', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.worker:
         shape = tuple(int(v) for v in args.shape[0].split(','))
-        print(json.dumps(measure_worker(args.worker, shape, args.device, args.repeats, not args.no_memory)))
+        print(json.dumps(measure_worker(args.op, args.worker, shape, args.device, args.repeats, not args.no_memory)))
+        return
+    if args.op == 'na':
+        bench_na(args)
         return
     bench_scan(args)
 

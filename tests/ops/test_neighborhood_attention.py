@@ -323,5 +323,37 @@ def test_triton_kernels_compile_for_cuda(kernel, dtype):
     assert len(compiled.asm['cubin']) > 0 and '.entry' in compiled.asm['ptx']
 
 
+# --------------------------------------------------------------------------------------------------------- layer
+def test_layer_state_dict_layout_and_forward():
+    """NAT/DiNAT parameter names and shapes; forward = qkv -> op (with rpb) -> proj, and gradients reach rpb."""
+    from visionzoo.layers import NeighborhoodAttention2D
+    torch.manual_seed(0)
+    layer = NeighborhoodAttention2D(16, 2, kernel_size=3, dilation=(1, 2)).double()
+    assert {k: tuple(v.shape) for k, v in layer.state_dict().items()} == {
+        'qkv.weight': (48, 16), 'qkv.bias': (48,), 'rpb': (2, 5, 5), 'proj.weight': (16, 16), 'proj.bias': (16,)}
+    x = torch.randn(2, 6, 7, 16, dtype=torch.float64)
+    out = layer(x)
+    q, k, v = layer.qkv(x).reshape(2, 6, 7, 3, 2, 8).unbind(3)
+    expected = neighborhood_attention(q, k, v, 3, (1, 2), rpb=layer.rpb, backend='reference')
+    expected = layer.proj(expected.reshape(2, 6, 7, 16))
+    torch.testing.assert_close(out, expected, **FP64_TOL)
+    out.sum().backward()
+    assert layer.rpb.grad is not None and layer.rpb.grad.abs().sum() > 0
+
+
+def test_layer_pads_maps_smaller_than_the_window():
+    from visionzoo.layers import NeighborhoodAttention2D
+    torch.manual_seed(0)
+    layer = NeighborhoodAttention2D(8, 2, kernel_size=5, rel_pos_bias=False).double()
+    assert layer.rpb is None
+    x = torch.randn(1, 3, 6, 8, dtype=torch.float64)
+    padded = torch.nn.functional.pad(x, (0, 0, 0, 0, 0, 2))  # height 3 -> 5, as NATTEN <= 0.17 did
+    torch.testing.assert_close(layer(x), layer(padded)[:, :3], **FP64_TOL)
+    with pytest.raises(ValueError, match='attn_drop must be 0'):
+        NeighborhoodAttention2D(8, 2, 3, attn_drop=0.1)
+    with pytest.raises(ValueError, match=r'dim \(8\) must be divisible by num_heads \(3\)'):
+        NeighborhoodAttention2D(8, 3, 3)
+
+
 if __name__ == '__main__' and len(sys.argv) == 3 and sys.argv[1] == '--triton-worker':
     _triton_worker(sys.argv[2])
