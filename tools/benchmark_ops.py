@@ -248,7 +248,7 @@ def measure_worker(op, path_name, shape, device, repeats, memory):
     process's peak is that of this path alone; it doubles as the warm-up of the timed runs.
     """
     if op == 'na' and memory:  # first use of the libraries (thread pool, BLAS buffers) at a small size, not counted
-        batch, heads, dim, kernel, *spatial = shape
+        _, heads, dim, kernel, *spatial = shape
         small = _na_case(path_name, (1, heads, dim, kernel) + tuple(min(n, 2 * kernel) for n in spatial), device)
         peak_memory(*small[:2], device, small[3])
     run, leaves, slow, backward = (_scan_case if op == 'scan' else _na_case)(path_name, shape, device)
@@ -411,7 +411,7 @@ def bench_na(args):
         print(f'\n{"x".join(map(str, spatial))} map, batch {batch}, {heads} heads, dim {dim}, kernel {kernel}')
         tensor_bytes = 4 * batch * heads * dim * math.prod(spatial)  # one float32 (batch, *spatial, heads, dim)
 
-        def work(name, mem):
+        def work(name, mem, rows=rows, tensor_bytes=tensor_bytes):
             return None if mem is None else mem - tensor_bytes * (5 if rows[name][1] is not None else 1)
         base_work = work(NA_BASELINE, base[2]) if NA_BASELINE in rows else None
         print(f'{"path":<13}{"fwd ms":>10}{"vs sdpa":>9}{"vs natten":>11}{"fwd+bwd ms":>12}{"vs sdpa":>9}'

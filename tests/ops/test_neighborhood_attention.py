@@ -271,7 +271,7 @@ def triton_results(tmp_path_factory):
 
 @pytest.mark.parametrize('name', [c[0] for c in TRITON_CASES])
 def test_triton_kernels_interpreted_match_reference(name, triton_results):
-    _, spatial, kernel, dilation, causal, dtype = next(c for c in TRITON_CASES if c[0] == name)
+    _, _, kernel, dilation, causal, dtype = next(c for c in TRITON_CASES if c[0] == name)
     inputs, got = triton_results[name]
     assert all(t.dtype == dtype for t in got)
     expected = run([t.float() for t in inputs], kernel, dilation, causal, 'reference')

@@ -74,7 +74,7 @@ class NeighborhoodAttention2D(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4:
             raise ValueError(f'x must have shape (batch, height, width, channels), got {tuple(x.shape)}')
-        batch, height, width, _ = x.shape
+        height, width = x.shape[1:3]
         pad_h, pad_w = (max(0, k * d - n) for k, d, n in zip(self.kernel_size, self.dilation, (height, width)))
         if pad_h or pad_w:
             x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))

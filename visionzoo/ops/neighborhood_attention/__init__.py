@@ -14,6 +14,7 @@ Choice of path: the ``backend`` argument if given, else the environment variable
 (``triton``, ``torch``, ``reference`` or ``auto``), else ``auto`` (Triton for CUDA tensors when available, PyTorch
 otherwise).
 """
+import functools
 import importlib
 import numbers
 from typing import Optional, Sequence, Tuple, Union
@@ -32,18 +33,14 @@ _FLOATS = (_torch.float16, _torch.bfloat16, _torch.float32, _torch.float64)
 _TRITON_FLOATS = (_torch.float16, _torch.bfloat16, _torch.float32)
 _LAYOUTS = {1: '(batch, length, heads, dim)', 2: '(batch, x, y, heads, dim)', 3: '(batch, x, y, z, heads, dim)'}
 
-_triton_module = None
 
-
+@functools.lru_cache(maxsize=None)
 def _triton():
     """The Triton path module, imported on first use (None when Triton is not installed)."""
-    global _triton_module
-    if _triton_module is None:
-        try:
-            _triton_module = importlib.import_module('.triton', __name__)
-        except ImportError:
-            _triton_module = False
-    return _triton_module or None
+    try:
+        return importlib.import_module('.triton', __name__)
+    except ImportError:
+        return None
 
 
 def triton_available() -> bool:

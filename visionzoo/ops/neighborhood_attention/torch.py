@@ -15,8 +15,8 @@ Design (the plan of fused NA kernels, written with batched PyTorch operations):
   dk, dv (key blocks of neighbouring tiles overlap) and the bias gradient with ``index_add_``.
 
 Inputs are read in place (heads-last, viewed as (batch, heads, positions, dim)); outputs and gradients are written
-into contiguous heads-last buffers through the same view and returned without a copy. Math runs in float32 (float64 for float64 inputs); outputs and gradients take the
-inputs' dtypes.
+into contiguous heads-last buffers through the same view and returned without a copy. Math runs in float32
+(float64 for float64 inputs); outputs and gradients take the inputs' dtypes.
 """
 from typing import Optional, Tuple
 

@@ -15,8 +15,9 @@ Kernel plan:
   deterministic. ``rowsum(dO * O)`` is computed beforehand by PyTorch.
 
 Inputs may be float32, float16 or bfloat16; softmax statistics and accumulators are float32, half-precision tiles
-are multiplied on tensor cores and float32 ones in full precision (no TF32). Not tuned on hardware. On CPU tensors the kernels run in Triton's
-interpreter, which needs ``TRITON_INTERPRET=1`` in the environment before Triton is first imported.
+are multiplied on tensor cores and float32 ones in full precision (no TF32). Not tuned on hardware. On CPU tensors
+the kernels run in Triton's interpreter, which needs ``TRITON_INTERPRET=1`` in the environment before Triton is
+first imported.
 """
 import functools
 import math
@@ -34,6 +35,52 @@ _LOG2E = 1.4426950408889634
 
 
 @triton.jit
+def _dot(a, b, FP32_DOT: tl.constexpr):
+    """a @ b accumulated in float32; full-precision products for float32 operands when FP32_DOT (no TF32)."""
+    if FP32_DOT:
+        out = tl.dot(a, b, input_precision='ieee')
+    else:
+        out = tl.dot(a, b)
+    return out
+
+
+@triton.jit
+def _query_tile(qidx_ptr, tile, tq, npos, heads, dim, base, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Rows of one query tile: (rows, row mask, positions, valid, element offsets, element mask, dim offsets)."""
+    rows = tl.arange(0, BLOCK_M)
+    rmask = rows < tq
+    qpos = tl.load(qidx_ptr + tile * tq + rows, mask=rmask, other=npos)
+    qvalid = rmask & (qpos < npos)
+    d = tl.arange(0, BLOCK_D)
+    dmask = d < dim
+    offsets = base + qpos.to(tl.int64)[:, None] * heads * dim + d[None, :]
+    return rows, rmask, qpos, qvalid, offsets, qvalid[:, None] & dmask[None, :], d, dmask
+
+
+@triton.jit
+def _key_block(q, k_ptr, v_ptr, rpb_ptr, kidx_ptr, bidx_ptr, tile, n0, tq, wk, npos, heads, dim, head, base,
+               rpb_len, qk_scale, rows, rmask, d, dmask,
+               HAS_RPB: tl.constexpr, FP32_DOT: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Keys n0 .. n0 + BLOCK_N of a tile's key block: k, v, base-2 logits (bias added, -inf outside the windows),
+    the bias index, and the element offsets and mask of the k/v rows."""
+    cols = n0 + tl.arange(0, BLOCK_N)
+    cmask = cols < wk
+    kpos = tl.load(kidx_ptr + tile * wk + cols, mask=cmask, other=npos)
+    kv_off = base + kpos.to(tl.int64)[:, None] * heads * dim + d[None, :]
+    kv_mask = (cmask & (kpos < npos))[:, None] & dmask[None, :]
+    k = tl.load(k_ptr + kv_off, mask=kv_mask, other=0.0)
+    v = tl.load(v_ptr + kv_off, mask=kv_mask, other=0.0)
+    if FP32_DOT:
+        k, v = k.to(tl.float32), v.to(tl.float32)
+    s = _dot(q, tl.trans(k), FP32_DOT) * qk_scale
+    bi = tl.load(bidx_ptr + (tile * tq + rows[:, None]) * wk + cols[None, :], mask=rmask[:, None] & cmask[None, :],
+                 other=-1)
+    if HAS_RPB:
+        s += tl.load(rpb_ptr + head * rpb_len + bi, mask=bi >= 0, other=0.0).to(tl.float32) * 1.4426950408889634
+    return k, v, tl.where(bi >= 0, s, float('-inf')), bi, kv_off, kv_mask
+
+
+@triton.jit
 def _na_fwd_kernel(
     q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, rpb_ptr, qidx_ptr, kidx_ptr, bidx_ptr,
     heads, dim, npos, tq, wk, rpb_len, qk_scale,
@@ -44,53 +91,27 @@ def _na_fwd_kernel(
     bh = tl.program_id(1)
     head = bh % heads
     base = (bh // heads).to(tl.int64) * npos * heads * dim + head * dim
-    rows = tl.arange(0, BLOCK_M)
-    rmask = rows < tq
-    qpos = tl.load(qidx_ptr + tile * tq + rows, mask=rmask, other=npos)
-    qvalid = rmask & (qpos < npos)
-    d = tl.arange(0, BLOCK_D)
-    dmask = d < dim
-    q = tl.load(q_ptr + base + qpos.to(tl.int64)[:, None] * heads * dim + d[None, :],
-                mask=qvalid[:, None] & dmask[None, :], other=0.0)
+    rows, rmask, qpos, qvalid, q_off, q_mask, d, dmask = _query_tile(qidx_ptr, tile, tq, npos, heads, dim, base,
+                                                                     BLOCK_M, BLOCK_D)
+    q = tl.load(q_ptr + q_off, mask=q_mask, other=0.0)
     if FP32_DOT:
         q = q.to(tl.float32)
     m_i = tl.full((BLOCK_M,), float('-inf'), tl.float32)
     l_i = tl.zeros((BLOCK_M,), tl.float32)
     acc = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
     for n0 in range(0, wk, BLOCK_N):
-        cols = n0 + tl.arange(0, BLOCK_N)
-        cmask = cols < wk
-        kpos = tl.load(kidx_ptr + tile * wk + cols, mask=cmask, other=npos)
-        kvalid = cmask & (kpos < npos)
-        kv_off = base + kpos.to(tl.int64)[:, None] * heads * dim + d[None, :]
-        kv_mask = kvalid[:, None] & dmask[None, :]
-        k = tl.load(k_ptr + kv_off, mask=kv_mask, other=0.0)
-        v = tl.load(v_ptr + kv_off, mask=kv_mask, other=0.0)
-        if FP32_DOT:
-            k, v = k.to(tl.float32), v.to(tl.float32)
-        if FP32_DOT:
-            s = tl.dot(q, tl.trans(k), input_precision='ieee') * qk_scale
-        else:
-            s = tl.dot(q, tl.trans(k)) * qk_scale
-        bi = tl.load(bidx_ptr + (tile * tq + rows[:, None]) * wk + cols[None, :],
-                     mask=rmask[:, None] & cmask[None, :], other=-1)
-        if HAS_RPB:
-            s += tl.load(rpb_ptr + head * rpb_len + bi, mask=bi >= 0, other=0.0).to(tl.float32) * 1.4426950408889634
-        s = tl.where(bi >= 0, s, float('-inf'))
+        _, v, s, _, _, _ = _key_block(q, k_ptr, v_ptr, rpb_ptr, kidx_ptr, bidx_ptr, tile, n0, tq, wk, npos, heads,
+                                      dim, head, base, rpb_len, qk_scale, rows, rmask, d, dmask, HAS_RPB, FP32_DOT,
+                                      BLOCK_N)
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_safe = tl.where(m_new == float('-inf'), 0.0, m_new)
         alpha = tl.exp2(m_i - m_safe)
         p = tl.exp2(s - m_safe[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
-        if FP32_DOT:
-            acc = acc * alpha[:, None] + tl.dot(p, v, input_precision='ieee')
-        else:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, FP32_DOT)
         m_i = m_new
     l_safe = tl.where(l_i > 0.0, l_i, 1.0)
-    out = acc / l_safe[:, None]
-    tl.store(o_ptr + base + qpos.to(tl.int64)[:, None] * heads * dim + d[None, :], out.to(o_ptr.dtype.element_ty),
-             mask=qvalid[:, None] & dmask[None, :])
+    tl.store(o_ptr + q_off, (acc / l_safe[:, None]).to(o_ptr.dtype.element_ty), mask=q_mask)
     tl.store(lse_ptr + bh.to(tl.int64) * npos + qpos, m_i + tl.log2(l_safe), mask=qvalid)
 
 
@@ -106,14 +127,8 @@ def _na_bwd_kernel(
     bh = tl.program_id(1)
     head = bh % heads
     base = (bh // heads).to(tl.int64) * npos * heads * dim + head * dim
-    rows = tl.arange(0, BLOCK_M)
-    rmask = rows < tq
-    qpos = tl.load(qidx_ptr + tile * tq + rows, mask=rmask, other=npos)
-    qvalid = rmask & (qpos < npos)
-    d = tl.arange(0, BLOCK_D)
-    dmask = d < dim
-    q_off = base + qpos.to(tl.int64)[:, None] * heads * dim + d[None, :]
-    q_mask = qvalid[:, None] & dmask[None, :]
+    rows, rmask, qpos, qvalid, q_off, q_mask, d, dmask = _query_tile(qidx_ptr, tile, tq, npos, heads, dim, base,
+                                                                     BLOCK_M, BLOCK_D)
     q = tl.load(q_ptr + q_off, mask=q_mask, other=0.0)
     do = tl.load(do_ptr + q_off, mask=q_mask, other=0.0)
     if FP32_DOT:
@@ -122,43 +137,17 @@ def _na_bwd_kernel(
     delta = tl.load(delta_ptr + bh.to(tl.int64) * npos + qpos, mask=qvalid, other=0.0)
     dq = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
     for n0 in range(0, wk, BLOCK_N):
-        cols = n0 + tl.arange(0, BLOCK_N)
-        cmask = cols < wk
-        kpos = tl.load(kidx_ptr + tile * wk + cols, mask=cmask, other=npos)
-        kvalid = cmask & (kpos < npos)
-        kv_off = base + kpos.to(tl.int64)[:, None] * heads * dim + d[None, :]
-        kv_mask = kvalid[:, None] & dmask[None, :]
-        k = tl.load(k_ptr + kv_off, mask=kv_mask, other=0.0)
-        v = tl.load(v_ptr + kv_off, mask=kv_mask, other=0.0)
-        if FP32_DOT:
-            k, v = k.to(tl.float32), v.to(tl.float32)
-        if FP32_DOT:
-            s = tl.dot(q, tl.trans(k), input_precision='ieee') * qk_scale
-        else:
-            s = tl.dot(q, tl.trans(k)) * qk_scale
-        bi = tl.load(bidx_ptr + (tile * tq + rows[:, None]) * wk + cols[None, :],
-                     mask=rmask[:, None] & cmask[None, :], other=-1)
-        if HAS_RPB:
-            s += tl.load(rpb_ptr + head * rpb_len + bi, mask=bi >= 0, other=0.0).to(tl.float32) * 1.4426950408889634
+        k, v, s, bi, kv_off, kv_mask = _key_block(q, k_ptr, v_ptr, rpb_ptr, kidx_ptr, bidx_ptr, tile, n0, tq, wk,
+                                                  npos, heads, dim, head, base, rpb_len, qk_scale, rows, rmask, d,
+                                                  dmask, HAS_RPB, FP32_DOT, BLOCK_N)
         keep = (bi >= 0) & qvalid[:, None]
-        p = tl.where(keep, tl.exp2(tl.where(keep, s, 0.0) - lse[:, None]), 0.0)
-        if FP32_DOT:
-            dv = tl.dot(tl.trans(p), do, input_precision='ieee')
-            dp = tl.dot(do, tl.trans(v), input_precision='ieee')
-        else:
-            dv = tl.dot(tl.trans(p.to(do.dtype)), do)
-            dp = tl.dot(do, tl.trans(v))
-        tl.atomic_add(dv_ptr + kv_off, dv, mask=kv_mask)
-        ds = p * (dp - delta[:, None])
+        p = tl.where(keep, tl.exp2(s - lse[:, None]), 0.0)
+        tl.atomic_add(dv_ptr + kv_off, _dot(tl.trans(p.to(do.dtype)), do, FP32_DOT), mask=kv_mask)
+        ds = p * (_dot(do, tl.trans(v), FP32_DOT) - delta[:, None])
         if HAS_RPB:
             tl.atomic_add(drpb_ptr + head * rpb_len + bi, ds, mask=keep)
-        if FP32_DOT:
-            dq += tl.dot(ds, k, input_precision='ieee')
-            dk = tl.dot(tl.trans(ds), q, input_precision='ieee')
-        else:
-            dq += tl.dot(ds.to(k.dtype), k)
-            dk = tl.dot(tl.trans(ds.to(q.dtype)), q)
-        tl.atomic_add(dk_ptr + kv_off, dk * scale, mask=kv_mask)
+        dq += _dot(ds.to(k.dtype), k, FP32_DOT)
+        tl.atomic_add(dk_ptr + kv_off, _dot(tl.trans(ds.to(q.dtype)), q, FP32_DOT) * scale, mask=kv_mask)
     tl.store(dq_ptr + q_off, (dq * scale).to(dq_ptr.dtype.element_ty), mask=q_mask)
 
 
@@ -221,7 +210,8 @@ class NeighborhoodAttentionTritonFn(torch.autograd.Function):
         grid = (qidx.shape[0], batch * heads)
         _na_fwd_kernel[grid](q, k, v, out, lse, rpb_c if rpb_c is not None else q, qidx, kidx, bidx,
                              heads, dim, npos, qidx.shape[1], kidx.shape[1], 0 if rpb is None else rpb[0].numel(),
-                             scale * _LOG2E, HAS_RPB=rpb is not None, FP32_DOT=_fp32_dot(q.dtype), **_launch_config(qidx.shape[1], dim))
+                             scale * _LOG2E, HAS_RPB=rpb is not None, FP32_DOT=_fp32_dot(q.dtype),
+                             **_launch_config(qidx.shape[1], dim))
         ctx.save_for_backward(q, k, v, rpb_c, out, lse)
         ctx.config = (kernel, dilation, causal, scale)
         return out
