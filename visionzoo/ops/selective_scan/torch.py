@@ -152,21 +152,30 @@ class _Operand:
         return grad.to(dtype).contiguous()
 
 
+class _Rows:
+    """A (chunk, batch, dstate, dim) buffer with the views of its rows made once: the per-step loops are bound by
+    per-call overhead, so they index these prebuilt views instead of slicing the buffer at every step."""
+
+    def __init__(self, buf: torch.Tensor):
+        self.buf = buf
+        self.rows = buf.unbind(0)
+
+
 def _recompute_chunk(k: int, T: int, dtT: torch.Tensor, dtuT: torch.Tensor, AT: torch.Tensor, Bop: _Operand,
-                     ckpt: Optional[torch.Tensor], a_buf: torch.Tensor, s_buf: torch.Tensor):
+                     ckpt: Optional[torch.Tensor], a_buf: _Rows, s_buf: _Rows):
     """Decays and states of chunk k; returns (t0, t1, a, S) with S[i] = h_{t0+i}."""
     seqlen = dtT.shape[0]
     t0 = k * T
     t1 = min(seqlen, t0 + T)
     Tc = t1 - t0
-    a = a_buf[:Tc]
-    S = s_buf[:Tc]
+    a = a_buf.buf[:Tc]
+    S = s_buf.buf[:Tc]
     torch.mul(dtT[t0:t1, :, None, :], AT, out=a)
     a.exp_()
     torch.mul(Bop.per_position(dtuT[t0:t1]), Bop.chunk(t0, t1), out=Bop.view5(S))
     if k > 0:
         S[0].addcmul_(a[0], ckpt[k - 1])
-    s_steps, a_steps = S.unbind(0), a.unbind(0)  # one call for all step views: the loop is overhead-bound
+    s_steps, a_steps = s_buf.rows, a_buf.rows
     for i in range(1, Tc):
         s_steps[i].addcmul_(a_steps[i], s_steps[i - 1])
     return t0, t1, a, S
@@ -183,9 +192,9 @@ def _scan_forward(dtT, dtuT, AT, Bop: _Operand, Cop: _Operand, T: int):
     nchunks = math.ceil(seqlen / T)
     ckpt = dtT.new_empty((nchunks, batch, dstate, dim))
     yT = dtuT
-    a_buf = dtT.new_empty((T, batch, dstate, dim))
-    s_buf = torch.empty_like(a_buf)
-    tmp = torch.empty_like(a_buf)
+    a_buf = _Rows(dtT.new_empty((T, batch, dstate, dim)))
+    s_buf = _Rows(torch.empty_like(a_buf.buf))
+    tmp = torch.empty_like(a_buf.buf)
     for k in range(nchunks):
         t0, t1, _, S = _recompute_chunk(k, T, dtT, dtuT, AT, Bop, ckpt, a_buf, s_buf)
         ckpt[k].copy_(S[-1])
@@ -204,11 +213,11 @@ def _scan_backward(dyT, dtT, dtuT, AT, Bop: _Operand, Cop: _Operand, ckpt, T: in
     seqlen, batch, dim = dtT.shape
     dstate = AT.shape[0]
     nchunks = ckpt.shape[0]
-    a_buf = dtT.new_empty((T, batch, dstate, dim))
-    s_buf = torch.empty_like(a_buf)
-    g_buf = torch.empty_like(a_buf)
-    q_buf = torch.empty_like(a_buf)
-    tmp_buf = torch.empty_like(a_buf)
+    a_buf = _Rows(dtT.new_empty((T, batch, dstate, dim)))
+    s_buf = _Rows(torch.empty_like(a_buf.buf))
+    g_buf = _Rows(torch.empty_like(a_buf.buf))
+    q_buf = torch.empty_like(a_buf.buf)
+    tmp_buf = torch.empty_like(a_buf.buf)
     carry = dtT.new_empty((batch, dstate, dim))
     d_dtu = torch.empty_like(dtT)
     d_dt_A = torch.empty_like(dtT)
@@ -223,11 +232,11 @@ def _scan_backward(dyT, dtT, dtuT, AT, Bop: _Operand, Cop: _Operand, ckpt, T: in
         if need_C:
             Cop.grad_chunk(S, dy, t0, t1, dC, tmp)
         # g_t = dL/dh_t = C_t * dy_t + a_{t+1} * g_{t+1}
-        G = g_buf[:Tc]
+        G = g_buf.buf[:Tc]
         torch.mul(Cop.per_position(dy), Cop.chunk(t0, t1), out=Cop.view5(G))
         if k < nchunks - 1:
             G[Tc - 1].add_(carry)
-        g_steps, a_steps = G.unbind(0), a.unbind(0)
+        g_steps, a_steps = g_buf.rows, a_buf.rows
         for i in range(Tc - 2, -1, -1):
             g_steps[i].addcmul_(a_steps[i + 1], g_steps[i + 1])
         if k > 0:
