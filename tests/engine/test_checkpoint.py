@@ -106,3 +106,16 @@ def test_mmengine_loader_goes_through_safe_load(tmp_path):
     _runner_like_checkpoint(path)
     loaded = _load_checkpoint(path, map_location='cpu')
     assert isinstance(loaded['message_hub']['log_scalars']['train/loss'], HistoryBuffer)
+
+
+def test_deit_style_checkpoint_with_argparse_args_loads(tmp_path):
+    """Official releases trained with DeiT-style scripts (Vim among them) store ``args`` as an argparse.Namespace."""
+    import argparse
+    sd = torch.nn.Linear(3, 2).state_dict()
+    path = str(tmp_path / 'official.pth')
+    torch.save({'model': sd, 'epoch': 299, 'args': argparse.Namespace(lr=5e-4, model='vim_tiny')}, path)
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(path, weights_only=True)
+    ckpt = safe_load(path)
+    assert ckpt['args'].model == 'vim_tiny'
+    assert set(load_state_dict_file(path)) == {'weight', 'bias'}

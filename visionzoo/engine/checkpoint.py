@@ -5,8 +5,10 @@ holds references to ``HistoryBuffer.min``/``max``/... (pickled through ``getattr
 scalars. torch >= 2.6 refuses those under its ``weights_only=True`` default, so ``resume`` and loading a
 Runner checkpoint fail. We never fall back to ``weights_only=False``: instead the loader allow-lists exactly
 those types for the duration of one load, with ``getattr`` replaced by a function that only resolves the
-registered statistics of ``HistoryBuffer``.
+registered statistics of ``HistoryBuffer``. ``argparse.Namespace`` is admitted too: official checkpoints written by
+DeiT-style training scripts (Vim's among them) keep their command line in an ``args`` entry.
 """
+import argparse
 import os
 import pickle
 from typing import Any, Optional
@@ -36,9 +38,10 @@ def _history_buffer_getattr(obj: Any, name: str) -> Any:
 
 
 def runner_safe_globals() -> list:
-    """The globals a Runner checkpoint needs beyond tensors and plain containers."""
+    """The globals Runner and DeiT-style checkpoints need beyond tensors and plain containers."""
     multiarray = np._core.multiarray if hasattr(np, '_core') else np.core.multiarray
     allowed = [
+        argparse.Namespace,  # the "args" entry of DeiT-style training checkpoints (Vim and most official releases)
         HistoryBuffer,
         (_history_buffer_getattr, 'builtins.getattr'),
         np.ndarray,
