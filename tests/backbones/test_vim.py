@@ -1,6 +1,5 @@
 """Vision Mamba: mixer and model against plain compositions, official checkpoints, input sizes, timm contract."""
 import argparse
-import json
 import math
 import os
 import subprocess
@@ -293,21 +292,6 @@ def test_timm_contract(name):
     assert features.feature_info.channels() == [dim, dim]
     assert features.feature_info.reduction() == [stride, stride]
     assert [f.shape for f in features(img)] == [(2, dim, grid, grid)] * 2
-
-
-def test_no_timm_name_is_shadowed():
-    code = ('import json, timm.models._registry as r\n'
-            'before = {n: f.__module__ for n, f in r._model_entrypoints.items()}\n'
-            'import visionzoo\n'
-            'after = {n: f.__module__ for n, f in r._model_entrypoints.items()}\n'
-            'print(json.dumps([sorted(set(after) - set(before)), [n for n in before if after[n] != before[n]]]))')
-    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True, cwd=ROOT,
-                          timeout=120)
-    added, replaced = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert set(VIM_MODELS) <= set(added)
-    assert all(f.startswith('visionzoo') for f in [timm.models._registry._model_entrypoints[n].__module__
-                                                   for n in added])
-    assert replaced == [], f'visionzoo re-registered timm models: {replaced}'
 
 
 TRITON_CHECK = '''
