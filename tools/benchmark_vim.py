@@ -15,18 +15,18 @@ Usage::
     python tools/benchmark_vim.py --device cuda            # GPU: Vim on the Triton scan
 
 Sides are multiples of the patch size: the paper's 738 becomes 736 (the same 46x46 token grid that DeiT's
-patch embedding gives for 738). Every (model, size) runs in a fresh subprocess: peak memory is the growth of that
-process's peak resident set during one forward pass (reset through /proc/self/clear_refs first, with glibc's
-``MALLOC_MMAP_THRESHOLD_`` fixed at 64 KiB so that freed tensors leave the resident set; CUDA:
-``max_memory_allocated`` above the memory held before the call), then the time is the best of ``--repeats``
-forward passes (after that first, warm-up pass). Ratios are printed against both DeiT-Ti baselines.
+patch embedding gives for 738). Every (model, size) runs in two fresh subprocesses: one measures peak memory, the
+growth of the process's peak resident set during one forward pass (reset through /proc/self/clear_refs first,
+with glibc's ``MALLOC_MMAP_THRESHOLD_`` fixed at 64 KiB so that freed tensors leave the resident set; CUDA:
+``max_memory_allocated`` above the memory held before the call); the other the best time of ``--repeats``
+forward passes after a warm-up pass, with the default allocator. Ratios are printed against both DeiT-Ti
+baselines.
 """
 import argparse
 import json
 import os
 import subprocess
 import sys
-import time
 
 import torch
 
@@ -34,7 +34,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-from benchmark_ops import _rss_kib, _sync  # noqa: E402  (tools/ is on sys.path when this script runs)
+from benchmark_ops import peak_memory, time_path  # noqa: E402  (tools/ is on sys.path when this script runs)
 
 MODELS = ('vim-tiny', 'deit-explicit', 'deit-sdpa')
 BASELINES = ('deit-explicit', 'deit-sdpa')
@@ -53,44 +53,40 @@ def build(name: str, size: int, device: str) -> torch.nn.Module:
     return model.eval().to(device)
 
 
-def worker(name: str, size: int, batch: int, device: str, repeats: int) -> dict:
-    """(In a fresh subprocess) peak memory of one forward pass, then the best time over ``repeats`` passes."""
+def worker(name: str, size: int, batch: int, device: str, repeats: int, mode: str) -> dict:
+    """(In a fresh subprocess) ``mode='memory'``: peak memory of one forward pass; ``'time'``: the best time over
+    ``repeats`` forward passes after a warm-up pass."""
     model = build(name, size, device)
     x = torch.randn(batch, 3, size, size, device=device)
-    with torch.no_grad():
-        if device == 'cuda':
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            before = torch.cuda.memory_allocated()
-            model(x)
-            torch.cuda.synchronize()
-            peak = torch.cuda.max_memory_allocated() - before
-        else:
-            with open('/proc/self/clear_refs', 'w') as f:
-                f.write('5')  # reset the peak resident set to the current one
-            before = _rss_kib('VmRSS')
-            model(x)
-            peak = (_rss_kib('VmHWM') - before) * 1024
-        best = float('inf')
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model(x)
-            _sync(device)
-            best = min(best, time.perf_counter() - start)
-    return {'peak_bytes': peak, 'time': best}
+
+    def run():
+        return model(x)
+
+    if mode == 'memory':
+        return {'peak_bytes': peak_memory(run, [], device, backward=False)}
+    best, _ = time_path(run, [], device, repeats, warmup=True, backward=False)
+    return {'time': best}
 
 
 def measure(name: str, size: int, batch: int, device: str, repeats: int, threads: int):
-    cmd = [sys.executable, os.path.abspath(__file__), '--worker', name, '--sizes', str(size), '--batch', str(batch),
-           '--device', device, '--repeats', str(repeats), '--threads', str(threads)]
-    # glibc's default mmap threshold grows after large frees, after which freed tensors stay in the heap and count
-    # in the resident set; a fixed threshold returns them, so the peak tracks the memory actually in use
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=os.environ.get('MALLOC_MMAP_THRESHOLD_', '65536'))
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if result.returncode != 0:
-        sys.stderr.write(f'{name} at {size} failed:\n{result.stderr[-2000:]}\n')
-        return None
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    """Peak memory and time of one model at one size, each in a fresh interpreter.
+
+    The memory run fixes glibc's mmap threshold (``MALLOC_MMAP_THRESHOLD_=65536``): by default the threshold grows
+    after large frees, after which freed tensors stay in the heap and still count in the resident set; with it
+    fixed they are returned, so the peak tracks the memory in use. The timed run keeps the default allocator, whose
+    reuse of freed memory is what a user gets (returning every buffer costs page faults on each allocation).
+    """
+    result = {}
+    for mode in ('memory', 'time'):
+        cmd = [sys.executable, os.path.abspath(__file__), '--worker', name, '--mode', mode, '--sizes', str(size),
+               '--batch', str(batch), '--device', device, '--repeats', str(repeats), '--threads', str(threads)]
+        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536') if mode == 'memory' else None
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            sys.stderr.write(f'{name} at {size} ({mode}) failed:\n{proc.stderr[-2000:]}\n')
+            return None
+        result.update(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return result
 
 
 def main(argv=None):
@@ -103,13 +99,14 @@ def main(argv=None):
     parser.add_argument('--models', nargs='+', choices=MODELS, default=list(MODELS),
                         help='models to run (ratios need the baselines in the same run)')
     parser.add_argument('--worker', choices=MODELS, help=argparse.SUPPRESS)
+    parser.add_argument('--mode', choices=('memory', 'time'), default='time', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     for size in args.sizes:
         if size % 16:
             parser.error(f'--sizes: each size must be a multiple of the patch size 16, got {size}')
     torch.set_num_threads(args.threads)
     if args.worker:
-        print(json.dumps(worker(args.worker, args.sizes[0], args.batch, args.device, args.repeats)))
+        print(json.dumps(worker(args.worker, args.sizes[0], args.batch, args.device, args.repeats, args.mode)))
         return
 
     print(f'# Vim-Ti vs DeiT-Ti inference, batch {args.batch}, {args.device}, {args.threads} threads, '
