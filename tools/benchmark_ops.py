@@ -241,11 +241,12 @@ def _scan_case(path_name, shape, device):
     return (lambda: fn(*inputs, True)), inputs, path_name in SLOW, True
 
 
-def measure_worker(op, path_name, shape, device, repeats, memory):
+def measure_worker(op, path_name, shape, device, repeats, memory, timing=True):
     """(In a fresh subprocess) peak memory of one forward+backward, then best times, of one path at one shape.
 
-    Returns ``{'peak_bytes': int or None, 'fwd': s, 'fwd_bwd': s or None}``. The memory run comes first, so that the
-    process's peak is that of this path alone; it doubles as the warm-up of the timed runs.
+    Returns ``{'peak_bytes': int or None, 'fwd': s, 'fwd_bwd': s or None}`` (times None without ``timing``). The
+    memory run comes first, so that the process's peak is that of this path alone; it doubles as the warm-up of the
+    timed runs.
     """
     if op == 'na' and memory:  # first use of the libraries (thread pool, BLAS buffers) at a small size, not counted
         _, heads, dim, kernel, *spatial = shape
@@ -253,24 +254,38 @@ def measure_worker(op, path_name, shape, device, repeats, memory):
         peak_memory(*small[:2], device, small[3])
     run, leaves, slow, backward = (_scan_case if op == 'scan' else _na_case)(path_name, shape, device)
     peak = peak_memory(run, leaves, device, backward) if memory else None
+    if not timing:
+        return {'peak_bytes': peak, 'fwd': None, 'fwd_bwd': None}
     # slow paths take up to seconds per call: one timed run, no further warm-up
     fwd, fwd_bwd = time_path(run, leaves, device, repeats, warmup=not slow and not memory, backward=backward)
     return {'peak_bytes': peak, 'fwd': fwd, 'fwd_bwd': fwd_bwd}
 
 
-def measure(op, path_name, shape, device, repeats, memory, threads):
-    """Run :func:`measure_worker` in a fresh interpreter, so that every path starts from the same process state
-    (allocator caches and the peak resident set left by one path would otherwise skew the next)."""
+def _run_worker(op, path_name, shape, device, repeats, threads, memory, timing, env=None):
     cmd = [sys.executable, os.path.abspath(__file__), op, '--worker', path_name,
            '--shape', ','.join(map(str, shape)), '--device', device, '--threads', str(threads),
-           '--repeats', str(repeats)] + ([] if memory else ['--no-memory'])
-    # na: large buffers straight from mmap, so that memory freed by one step is not reused unseen by the next
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536') if op == 'na' else None
+           '--repeats', str(repeats)] + ([] if memory else ['--no-memory']) + ([] if timing else ['--no-time'])
     result = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         sys.stderr.write(f'{path_name} at {shape} failed:\n{result.stderr[-2000:]}\n')
         return None
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def measure(op, path_name, shape, device, repeats, memory, threads):
+    """Run :func:`measure_worker` in a fresh interpreter, so that every path starts from the same process state
+    (allocator caches and the peak resident set left by one path would otherwise skew the next).
+
+    na: the memory run gets a process of its own with glibc's mmap threshold fixed at 64 KiB, so that large buffers
+    come straight from mmap and memory freed by one step is not reused unseen by the next; the timed runs keep the
+    default allocator (returning every buffer to the system costs page faults on each allocation).
+    """
+    if op == 'na' and memory:
+        mem = _run_worker(op, path_name, shape, device, repeats, threads, True, False,
+                          dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536'))
+        times = _run_worker(op, path_name, shape, device, repeats, threads, False, True)
+        return None if mem is None or times is None else dict(times, peak_bytes=mem['peak_bytes'])
+    return _run_worker(op, path_name, shape, device, repeats, threads, memory, True)
 
 
 # ------------------------------------------------------------------------------------------ neighborhood attention
@@ -450,12 +465,14 @@ def main(argv=None):
     na.add_argument('--no-memory', action='store_true', help='skip the peak-memory measurement')
     na.add_argument('--threads', type=int, help='torch.set_num_threads (default: PyTorch\'s choice)')
     na.add_argument('--worker', help=argparse.SUPPRESS)
+    na.add_argument('--no-time', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.worker:
         shape = tuple(int(v) for v in args.shape[0].split(','))
-        print(json.dumps(measure_worker(args.op, args.worker, shape, args.device, args.repeats, not args.no_memory)))
+        print(json.dumps(measure_worker(args.op, args.worker, shape, args.device, args.repeats, not args.no_memory,
+                                        not getattr(args, 'no_time', False))))
         return
     if args.op == 'na':
         bench_na(args)
