@@ -1,8 +1,12 @@
 """Backend choice shared by the ops: the ``backend=`` argument, else an environment variable, else ``'auto'``."""
 import os
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
-__all__ = ['requested_backend']
+import torch
+
+__all__ = ['requested_backend', 'pick_backend', 'TRITON_FLOATS']
+
+TRITON_FLOATS = (torch.float16, torch.bfloat16, torch.float32)
 
 
 def requested_backend(backend: Optional[str], env_var: str, choices: Sequence[str]) -> str:
@@ -11,4 +15,23 @@ def requested_backend(backend: Optional[str], env_var: str, choices: Sequence[st
     if name not in choices:
         source = 'backend' if backend is not None else env_var
         raise ValueError(f'{source} must be one of {tuple(choices)}, got {name!r}')
+    return name
+
+
+def pick_backend(backend: Optional[str], env_var: str, choices: Sequence[str], x: torch.Tensor, arg_name: str,
+                 triton_available: Callable[[], bool]) -> str:
+    """The path an op runs on its input ``x`` (named ``arg_name`` in errors).
+
+    ``'auto'`` resolves to ``'triton'`` for CUDA tensors of a Triton dtype when Triton imports, else ``'torch'``;
+    an explicit ``'triton'`` needs Triton (RuntimeError) and a float16/bfloat16/float32 ``x`` (ValueError).
+    """
+    name = requested_backend(backend, env_var, choices)
+    if name == 'auto':
+        return 'triton' if x.is_cuda and x.dtype in TRITON_FLOATS and triton_available() else 'torch'
+    if name == 'triton':
+        if not triton_available():
+            raise RuntimeError("backend 'triton' needs the triton package, which is not importable")
+        if x.dtype not in TRITON_FLOATS:
+            raise ValueError(f"backend 'triton' takes float16, bfloat16 or float32 inputs, got {arg_name} of dtype "
+                             f"{x.dtype}")
     return name

@@ -21,7 +21,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch as _torch  # ``torch`` names the sibling module .torch in this package
 
-from .._dispatch import requested_backend
+from .._dispatch import pick_backend
 from .reference import neighborhood_attention_reference
 from .torch import neighborhood_attention_torch
 
@@ -30,7 +30,6 @@ __all__ = ['neighborhood_attention', 'BACKENDS', 'ENV_BACKEND']
 BACKENDS = ('auto', 'triton', 'torch', 'reference')
 ENV_BACKEND = 'VISIONZOO_NA_BACKEND'
 _FLOATS = (_torch.float16, _torch.bfloat16, _torch.float32, _torch.float64)
-_TRITON_FLOATS = (_torch.float16, _torch.bfloat16, _torch.float32)
 _LAYOUTS = {1: '(batch, length, heads, dim)', 2: '(batch, x, y, heads, dim)', 3: '(batch, x, y, z, heads, dim)'}
 
 
@@ -109,20 +108,6 @@ def _validate(q, k, v, kernel_size, dilation, is_causal, rpb, scale):
     return kernel, dil, causal, float(scale)
 
 
-def _pick_backend(backend: Optional[str], q: _torch.Tensor) -> str:
-    name = requested_backend(backend, ENV_BACKEND, BACKENDS)
-    if name == 'auto':
-        if q.is_cuda and q.dtype in _TRITON_FLOATS and triton_available():
-            return 'triton'
-        return 'torch'
-    if name == 'triton':
-        if not triton_available():
-            raise RuntimeError("backend 'triton' needs the triton package, which is not importable")
-        if q.dtype not in _TRITON_FLOATS:
-            raise ValueError(f"backend 'triton' takes float16, bfloat16 or float32 inputs, got q of dtype {q.dtype}")
-    return name
-
-
 def neighborhood_attention(q: _torch.Tensor, k: _torch.Tensor, v: _torch.Tensor,
                            kernel_size: Union[int, Tuple[int, ...]], dilation: Union[int, Tuple[int, ...]] = 1,
                            is_causal: Union[bool, Tuple[bool, ...]] = False, rpb: Optional[_torch.Tensor] = None,
@@ -163,7 +148,7 @@ def neighborhood_attention(q: _torch.Tensor, k: _torch.Tensor, v: _torch.Tensor,
         RuntimeError: ``backend='triton'`` without Triton, or on CPU tensors without ``TRITON_INTERPRET=1``.
     """
     kernel, dil, causal, scale = _validate(q, k, v, kernel_size, dilation, is_causal, rpb, scale)
-    name = _pick_backend(backend, q)
+    name = pick_backend(backend, ENV_BACKEND, BACKENDS, q, 'q', triton_available)
     if name == 'triton':
         return _triton().neighborhood_attention_triton(q, k, v, kernel, dil, causal, rpb, scale)
     if name == 'torch':

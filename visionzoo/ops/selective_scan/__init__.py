@@ -17,7 +17,7 @@ from typing import Optional, Tuple, Union
 
 import torch as _torch  # ``torch`` names the sibling module .torch in this package
 
-from .._dispatch import requested_backend
+from .._dispatch import pick_backend
 from .reference import selective_scan_reference
 from .torch import selective_scan_torch
 
@@ -27,7 +27,6 @@ __all__ = ['selective_scan', 'selective_scan_bidirectional', 'BACKENDS', 'ENV_BA
 BACKENDS = ('auto', 'triton', 'torch', 'reference')
 ENV_BACKEND = 'VISIONZOO_SCAN_BACKEND'
 _FLOATS = (_torch.float16, _torch.bfloat16, _torch.float32, _torch.float64)
-_TRITON_FLOATS = (_torch.float16, _torch.bfloat16, _torch.float32)
 
 _triton_module = None
 
@@ -112,23 +111,9 @@ def _validate(u, delta, A, B, C, D, z, delta_bias) -> None:
         _check_tensor('delta_bias', delta_bias, (dim,), '(dim,)', device)
 
 
-def _pick_backend(backend: Optional[str], u: _torch.Tensor) -> str:
-    name = requested_backend(backend, ENV_BACKEND, BACKENDS)
-    if name == 'auto':
-        if u.is_cuda and u.dtype in _TRITON_FLOATS and triton_available():
-            return 'triton'
-        return 'torch'
-    if name == 'triton':
-        if not triton_available():
-            raise RuntimeError("backend 'triton' needs the triton package, which is not importable")
-        if u.dtype not in _TRITON_FLOATS:
-            raise ValueError(f"backend 'triton' takes float16, bfloat16 or float32 inputs, got u of dtype {u.dtype}")
-    return name
-
-
 def _run(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, backend):
     _validate(u, delta, A, B, C, D, z, delta_bias)
-    name = _pick_backend(backend, u)
+    name = pick_backend(backend, ENV_BACKEND, BACKENDS, u, 'u', triton_available)
     if name == 'triton':
         return _triton().selective_scan_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
     if name == 'torch':
