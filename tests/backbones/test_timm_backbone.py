@@ -68,3 +68,15 @@ def test_bad_backbone_configs(tmp_path):
     torch.save({'model': {'head.weight': torch.zeros(3, 3)}}, wrong)
     with pytest.raises(CheckpointError, match=r'wrong\.pth does not match vim_tiny: missing'):
         MODELS.build(dict(type='TimmBackbone', model_name='vim_tiny', pretrained=str(wrong)))
+
+
+def test_channels_last_timm_features_come_back_nchw():
+    """timm's MambaOut yields NHWC feature maps; the backbone returns NCHW like every other."""
+    backbone = MODELS.build(dict(type='TimmBackbone', model_name='mambaout_femto'))
+    assert backbone.body.output_fmt == 'NHWC'
+    img = torch.randn(1, 3, 64, 64)
+    feats = backbone(img)
+    assert [tuple(f.shape) for f in feats] == [(1, c, 64 // s, 64 // s)
+                                               for c, s in zip(backbone.out_channels, backbone.strides)]
+    raw = backbone.body(img)
+    torch.testing.assert_close(feats[0], raw[0].permute(0, 3, 1, 2))
