@@ -92,7 +92,8 @@ def dense_tables(shape: Tuple[int, ...], kernel: Tuple[int, ...], dilation: Tupl
 
 
 class TileTables(NamedTuple):
-    """Query tiles and the key block that holds every neighbour of a tile's queries (CPU int64/bool tensors).
+    """Query tiles and the key block that holds every neighbour of a tile's queries (CPU tensors: int64 positions,
+    bool mask, int32 bias index).
 
     Positions are flat row-major indices into the spatial axes; ``N`` (the number of positions) marks a padding
     slot, which the paths map to a row of zeros.
@@ -101,7 +102,7 @@ class TileTables(NamedTuple):
     query: torch.Tensor    # (tiles, Tq) flat query positions, N for padding
     key: torch.Tensor      # (tiles, Wk) flat key positions, N for padding
     allowed: torch.Tensor  # (tiles, Tq, Wk) bool; rows of padding queries are all True (finite softmax)
-    rel: torch.Tensor      # (tiles, Tq, Wk) index into the flattened (2k-1, ...) bias table
+    rel: torch.Tensor      # (tiles, Tq, Wk) int32 index into the flattened (2k-1, ...) bias table
 
 
 def _axis_tiles(n: int, kernel: int, dilation: int, causal: bool, tile: int):
@@ -148,5 +149,6 @@ def tile_tables(shape: Tuple[int, ...], kernel: Tuple[int, ...], dilation: Tuple
 
     allowed = _outer([ax[2] for ax in axes], 3, lambda acc, part, a: acc & part)
     allowed = allowed | ~allowed.any(-1, keepdim=True)
-    rel = _combine_index([ax[3] for ax in axes], [2 * k - 1 for k in kernel], 3)
+    # int32: a (tiles, Tq, Wk) table is the largest of the cached tables, and a bias index is at most (2k-1)^3
+    rel = _combine_index([ax[3] for ax in axes], [2 * k - 1 for k in kernel], 3).to(torch.int32)
     return TileTables(positions(0), positions(1), allowed, rel)
