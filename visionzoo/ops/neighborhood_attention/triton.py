@@ -27,6 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .._triton_utils import check_device, interpreting
 from .window import tile_tables
 
 __all__ = ['neighborhood_attention_triton', 'interpreting']
@@ -45,8 +46,14 @@ def _dot(a, b, FP32_DOT: tl.constexpr):
 
 
 @triton.jit
-def _query_tile(qidx_ptr, tile, tq, npos, heads, dim, base, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
-    """Rows of one query tile: (rows, row mask, positions, valid, element offsets, element mask, dim offsets)."""
+def _query_tile(qidx_ptr, heads, dim, npos, tq, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+    """This program's query tile (grid axis 0) of one (batch, head) (grid axis 1): tile, batch*head index, head,
+    element offset of the (batch, head), rows, row mask, positions, valid, element offsets, element mask, dim
+    offsets and dim mask."""
+    tile = tl.program_id(0)
+    bh = tl.program_id(1)
+    head = bh % heads
+    base = (bh // heads).to(tl.int64) * npos * heads * dim + head * dim
     rows = tl.arange(0, BLOCK_M)
     rmask = rows < tq
     qpos = tl.load(qidx_ptr + tile * tq + rows, mask=rmask, other=npos)
@@ -54,7 +61,16 @@ def _query_tile(qidx_ptr, tile, tq, npos, heads, dim, base, BLOCK_M: tl.constexp
     d = tl.arange(0, BLOCK_D)
     dmask = d < dim
     offsets = base + qpos.to(tl.int64)[:, None] * heads * dim + d[None, :]
-    return rows, rmask, qpos, qvalid, offsets, qvalid[:, None] & dmask[None, :], d, dmask
+    return tile, bh, head, base, rows, rmask, qpos, qvalid, offsets, qvalid[:, None] & dmask[None, :], d, dmask
+
+
+@triton.jit
+def _load_rows(ptr, offsets, mask, FP32_DOT: tl.constexpr):
+    """Rows of q (or of the output gradient) of a tile, in float32 when the products run in float32."""
+    x = tl.load(ptr + offsets, mask=mask, other=0.0)
+    if FP32_DOT:
+        x = x.to(tl.float32)
+    return x
 
 
 @triton.jit
@@ -87,15 +103,9 @@ def _na_fwd_kernel(
     HAS_RPB: tl.constexpr, FP32_DOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ):
-    tile = tl.program_id(0)
-    bh = tl.program_id(1)
-    head = bh % heads
-    base = (bh // heads).to(tl.int64) * npos * heads * dim + head * dim
-    rows, rmask, qpos, qvalid, q_off, q_mask, d, dmask = _query_tile(qidx_ptr, tile, tq, npos, heads, dim, base,
-                                                                     BLOCK_M, BLOCK_D)
-    q = tl.load(q_ptr + q_off, mask=q_mask, other=0.0)
-    if FP32_DOT:
-        q = q.to(tl.float32)
+    tile, bh, head, base, rows, rmask, qpos, qvalid, q_off, q_mask, d, dmask = _query_tile(
+        qidx_ptr, heads, dim, npos, tq, BLOCK_M, BLOCK_D)
+    q = _load_rows(q_ptr, q_off, q_mask, FP32_DOT)
     m_i = tl.full((BLOCK_M,), float('-inf'), tl.float32)
     l_i = tl.zeros((BLOCK_M,), tl.float32)
     acc = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
@@ -123,16 +133,10 @@ def _na_bwd_kernel(
     HAS_RPB: tl.constexpr, FP32_DOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ):
-    tile = tl.program_id(0)
-    bh = tl.program_id(1)
-    head = bh % heads
-    base = (bh // heads).to(tl.int64) * npos * heads * dim + head * dim
-    rows, rmask, qpos, qvalid, q_off, q_mask, d, dmask = _query_tile(qidx_ptr, tile, tq, npos, heads, dim, base,
-                                                                     BLOCK_M, BLOCK_D)
-    q = tl.load(q_ptr + q_off, mask=q_mask, other=0.0)
-    do = tl.load(do_ptr + q_off, mask=q_mask, other=0.0)
-    if FP32_DOT:
-        q, do = q.to(tl.float32), do.to(tl.float32)
+    tile, bh, head, base, rows, rmask, qpos, qvalid, q_off, q_mask, d, dmask = _query_tile(
+        qidx_ptr, heads, dim, npos, tq, BLOCK_M, BLOCK_D)
+    q = _load_rows(q_ptr, q_off, q_mask, FP32_DOT)
+    do = _load_rows(do_ptr, q_off, q_mask, FP32_DOT)
     lse = tl.load(lse_ptr + bh.to(tl.int64) * npos + qpos, mask=qvalid, other=0.0)
     delta = tl.load(delta_ptr + bh.to(tl.int64) * npos + qpos, mask=qvalid, other=0.0)
     dq = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
@@ -149,11 +153,6 @@ def _na_bwd_kernel(
         dq += _dot(ds.to(k.dtype), k, FP32_DOT)
         tl.atomic_add(dk_ptr + kv_off, _dot(tl.trans(ds.to(q.dtype)), q, FP32_DOT) * scale, mask=kv_mask)
     tl.store(dq_ptr + q_off, (dq * scale).to(dq_ptr.dtype.element_ty), mask=q_mask)
-
-
-def interpreting() -> bool:
-    """Whether the kernels run in Triton's interpreter (Triton was imported with ``TRITON_INTERPRET=1``)."""
-    return type(_na_fwd_kernel).__name__ == 'InterpretedFunction'
 
 
 def _tile(rank: int) -> Tuple[int, ...]:
@@ -182,24 +181,12 @@ def _launch_config(tq: int, dim: int) -> dict:
     return dict(BLOCK_M=block_m, BLOCK_N=16 if interpreting() else 32, BLOCK_D=max(16, triton.next_power_of_2(dim)))
 
 
-def _check_device(q: torch.Tensor) -> None:
-    if q.is_cuda:
-        return
-    if interpreting() and isinstance(tl.sum, triton.runtime.jit.JITFunction):
-        raise RuntimeError('the Triton kernels were imported under TRITON_INTERPRET=1 but triton itself was not: set '
-                           'TRITON_INTERPRET=1 before the first import of triton')
-    if not interpreting():
-        raise RuntimeError('the Triton neighborhood attention runs on CUDA tensors; for CPU tensors Triton must be '
-                           'imported with TRITON_INTERPRET=1 in the environment (slow, for tests) — use the torch '
-                           'backend')
-
-
 class NeighborhoodAttentionTritonFn(torch.autograd.Function):
     """Fused forward (output and log-sum-exp) and fused backward recomputing the probabilities."""
 
     @staticmethod
     def forward(ctx, q, k, v, rpb, kernel, dilation, causal, scale):
-        _check_device(q)
+        check_device(q, 'neighborhood attention')
         batch, *spatial, heads, dim = q.shape
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         qidx, kidx, bidx = _tables(tuple(spatial), kernel, dilation, causal, q.device)

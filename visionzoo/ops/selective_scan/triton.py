@@ -31,6 +31,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .._triton_utils import check_device, interpreting, softplus
+
 __all__ = ['selective_scan_triton', 'interpreting']
 
 
@@ -38,6 +40,28 @@ __all__ = ['selective_scan_triton', 'interpreting']
 def _first_order_combine(a1, b1, a2, b2):
     """Compose h -> a1 h + b1 (earlier) with h -> a2 h + b2 (later)."""
     return a1 * a2, a2 * b1 + b2
+
+
+@triton.jit
+def _channel_tile(dim, dstate, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr):
+    """This program's channels (axis 1 of the grid) and the per-chunk index vectors both kernels use: first
+    channel, channel and state offsets, state mask, chunk positions, first/last-position masks, (dim, dstate)
+    mask."""
+    d0 = tl.program_id(1) * BLOCK_D
+    d_offs = d0 + tl.arange(0, BLOCK_D)
+    n_offs = tl.arange(0, BLOCK_N)
+    n_mask = n_offs < dstate
+    l_offs = tl.arange(0, BLOCK_L)
+    first = (l_offs == 0)[None, None, :]
+    last = (l_offs == BLOCK_L - 1)[None, None, :]
+    dn_mask = n_mask[None, :] & (d_offs[:, None] < dim)
+    return d0, d_offs, n_offs, n_mask, l_offs, first, last, dn_mask
+
+
+@triton.jit
+def _load_dn(ptr, d_offs, n_offs, dstate, dn_mask):
+    """A (dim, dstate) parameter (A, or constant B/C) for this program's channels, as float32."""
+    return tl.load(ptr + d_offs[:, None] * dstate + n_offs[None, :], mask=dn_mask, other=0.0).to(tl.float32)
 
 
 @triton.jit
@@ -50,22 +74,13 @@ def _selective_scan_fwd_kernel(
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
     pid_b = tl.program_id(0)
-    pid_d = tl.program_id(1)
-    d0 = pid_d * BLOCK_D
-    d_offs = d0 + tl.arange(0, BLOCK_D)
-    n_offs = tl.arange(0, BLOCK_N)
-    n_mask = n_offs < dstate
-    l_offs = tl.arange(0, BLOCK_L)
-    first = (l_offs == 0)[None, None, :]
-    last = (l_offs == BLOCK_L - 1)[None, None, :]
-    dn_mask = n_mask[None, :] & (d_offs[:, None] < dim)
-
-    A = tl.load(A_ptr + d_offs[:, None] * dstate + n_offs[None, :], mask=dn_mask, other=0.0).to(tl.float32)
+    d0, d_offs, n_offs, n_mask, l_offs, first, last, dn_mask = _channel_tile(dim, dstate, BLOCK_D, BLOCK_N, BLOCK_L)
+    A = _load_dn(A_ptr, d_offs, n_offs, dstate, dn_mask)
     A2 = A * 1.4426950408889634
     if not VAR_B:
-        Bc = tl.load(B_ptr + d_offs[:, None] * dstate + n_offs[None, :], mask=dn_mask, other=0.0).to(tl.float32)
+        Bc = _load_dn(B_ptr, d_offs, n_offs, dstate, dn_mask)
     if not VAR_C:
-        Cc = tl.load(C_ptr + d_offs[:, None] * dstate + n_offs[None, :], mask=dn_mask, other=0.0).to(tl.float32)
+        Cc = _load_dn(C_ptr, d_offs, n_offs, dstate, dn_mask)
     if HAS_D:
         Dv = tl.load(D_ptr + d_offs).to(tl.float32)
     if HAS_BIAS:
@@ -91,10 +106,7 @@ def _selective_scan_fwd_kernel(
         if HAS_BIAS:
             dt = dt + bias[:, None]
         if SOFTPLUS:
-            e = tl.exp(dt)
-            e1 = 1.0 + e
-            log1p_e = tl.where(e1 == 1.0, e, tl.log(e1) * (e / (e1 - 1.0)))
-            dt = tl.where(dt <= 20.0, log1p_e, dt)
+            dt = softplus(dt)
         dt = tl.where(m2, dt, 0.0)
         a = tl.exp2(dt[:, None, :] * A2[:, :, None])
         nl_mask = n_mask[:, None] & m2
@@ -132,23 +144,14 @@ def _selective_scan_bwd_kernel(
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
     pid_b = tl.program_id(0)
-    pid_d = tl.program_id(1)
-    d0 = pid_d * BLOCK_D
-    d_offs = d0 + tl.arange(0, BLOCK_D)
-    n_offs = tl.arange(0, BLOCK_N)
-    n_mask = n_offs < dstate
-    l_offs = tl.arange(0, BLOCK_L)
-    first = (l_offs == 0)[None, None, :]
-    last = (l_offs == BLOCK_L - 1)[None, None, :]
-    dn_mask = n_mask[None, :] & (d_offs[:, None] < dim)
-
-    A = tl.load(A_ptr + d_offs[:, None] * dstate + n_offs[None, :], mask=dn_mask, other=0.0).to(tl.float32)
+    d0, d_offs, n_offs, n_mask, l_offs, first, last, dn_mask = _channel_tile(dim, dstate, BLOCK_D, BLOCK_N, BLOCK_L)
+    A = _load_dn(A_ptr, d_offs, n_offs, dstate, dn_mask)
     A2 = A * 1.4426950408889634
     if not VAR_B:
-        Bc = tl.load(B_ptr + d_offs[:, None] * dstate + n_offs[None, :], mask=dn_mask, other=0.0).to(tl.float32)
+        Bc = _load_dn(B_ptr, d_offs, n_offs, dstate, dn_mask)
         dB_acc = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
     if not VAR_C:
-        Cc = tl.load(C_ptr + d_offs[:, None] * dstate + n_offs[None, :], mask=dn_mask, other=0.0).to(tl.float32)
+        Cc = _load_dn(C_ptr, d_offs, n_offs, dstate, dn_mask)
         dC_acc = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
     if HAS_D:
         Dv = tl.load(D_ptr + d_offs).to(tl.float32)
@@ -185,14 +188,8 @@ def _selective_scan_bwd_kernel(
             dt_raw = dt_raw + bias[:, None]
             dtn = dtn + bias[:, None]
         if SOFTPLUS:
-            e = tl.exp(dt_raw)
-            e1 = 1.0 + e
-            log1p_e = tl.where(e1 == 1.0, e, tl.log(e1) * (e / (e1 - 1.0)))
-            dt = tl.where(dt_raw <= 20.0, log1p_e, dt_raw)
-            en = tl.exp(dtn)
-            en1 = 1.0 + en
-            log1p_en = tl.where(en1 == 1.0, en, tl.log(en1) * (en / (en1 - 1.0)))
-            dtn = tl.where(dtn <= 20.0, log1p_en, dtn)
+            dt = softplus(dt_raw)
+            dtn = softplus(dtn)
         else:
             dt = dt_raw
         dt = tl.where(m2, dt, 0.0)
@@ -272,11 +269,6 @@ def _selective_scan_bwd_kernel(
         tl.store(dbias_ptr + pid_b * dim + d_offs, dbias_acc)
 
 
-def interpreting() -> bool:
-    """Whether the kernels run in Triton's interpreter (Triton was imported with ``TRITON_INTERPRET=1``)."""
-    return type(_selective_scan_fwd_kernel).__name__ == 'InterpretedFunction'
-
-
 def _pow2_divisor(n: int, limit: int) -> int:
     """Largest power of two that divides n and is at most limit."""
     p = 1
@@ -321,23 +313,12 @@ def _as_groups(X: torch.Tensor) -> torch.Tensor:
     return X.contiguous()
 
 
-def _check_device(u: torch.Tensor) -> None:
-    if u.is_cuda:
-        return
-    if interpreting() and isinstance(tl.sum, triton.runtime.jit.JITFunction):
-        raise RuntimeError('the Triton kernels were imported under TRITON_INTERPRET=1 but triton itself was not: set '
-                           'TRITON_INTERPRET=1 before the first import of triton')
-    if not interpreting():
-        raise RuntimeError('the Triton selective scan runs on CUDA tensors; for CPU tensors Triton must be imported '
-                           'with TRITON_INTERPRET=1 in the environment (slow, for tests) — use the torch backend')
-
-
 class SelectiveScanTritonFn(torch.autograd.Function):
     """Autograd function of the Triton path."""
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
-        _check_device(u)
+        check_device(u, 'selective scan')
         u, delta, z = (_last_dim_contiguous(t) for t in (u, delta, z))
         B_in_dim, C_in_dim = B.dim(), C.dim()
         B, C = _as_groups(B), _as_groups(C)
