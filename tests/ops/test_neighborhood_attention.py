@@ -217,22 +217,6 @@ def test_triton_backend_on_cpu_without_interpreter_is_refused():
         neighborhood_attention(q.double(), k.double(), v.double(), 3, backend='triton')
 
 
-def test_runs_without_triton():
-    code = ('import sys; sys.modules["triton"] = None\n'
-            'import torch\n'
-            'from visionzoo.ops import neighborhood_attention as na\n'
-            'q = torch.randn(1, 6, 7, 2, 4, requires_grad=True)\n'
-            'na(q, q, q, 3).sum().backward()\n'
-            'try:\n'
-            '    na(q, q, q, 3, backend="triton")\n'
-            'except RuntimeError as e:\n'
-            '    assert "triton" in str(e); print("ok")\n')
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
-    env.pop('VISIONZOO_NA_BACKEND', None)
-    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0 and result.stdout.strip().endswith('ok'), result.stderr[-3000:]
-
-
 # ---------------------------------------------------------------------------------------------- the Triton kernels
 TRITON_CASES = [
     # name, spatial, kernel, dilation, causal, dtype
