@@ -358,13 +358,20 @@ def _ratio(value, base):
     return f'{base / value:.1f}x' if value and base else '-'
 
 
+def _cell(value, scale, fmt, width):
+    return f'{value * scale:{width}{fmt}}' if value is not None else f'{"-":>{width}}'
+
+
+def _bench_plan(args, default_shapes, paths, baseline):
+    """Shapes, path names (``--paths`` subset, the baseline always kept) and thread count of a benchmark run."""
+    shapes = [tuple(int(v) for v in s.split(',')) for s in (args.shape or default_shapes)]
+    names = [k for k in paths if not args.paths or k in args.paths.split(',') or k == baseline]
+    return shapes, names, args.threads or torch.get_num_threads()
+
+
 def bench_scan(args):
     device = args.device
-    shapes = [tuple(int(v) for v in s.split(',')) for s in (args.shape or DEFAULT_SHAPES)]
-    names = list(scan_paths(device))
-    if args.paths:
-        names = [k for k in names if k in args.paths.split(',') or k == BASELINE]
-    threads = args.threads or torch.get_num_threads()
+    shapes, names, threads = _bench_plan(args, DEFAULT_SHAPES, scan_paths(device), BASELINE)
     print(f'selective scan, device={device}, torch {torch.__version__}, threads={threads}; each path in a fresh '
           f'process, best of {args.repeats} runs (one run for {", ".join(SLOW)})')
     print(f'ratio = {BASELINE} / path, measured in this run (higher is better); '
@@ -389,23 +396,14 @@ def bench_scan(args):
             if fwd is None:
                 print(f'{name:<12}  failed')
                 continue
-            mem_txt = f'{mem / 2**20:10.1f}' if mem is not None else f'{"-":>10}'
             print(f'{name:<12}{fwd * 1e3:10.2f}{_ratio(fwd, base[0]):>9}{fwd_bwd * 1e3:12.2f}'
-                  f'{_ratio(fwd_bwd, base[1]):>9}{_ratio(fwd_bwd, ref[1]):>14}{mem_txt}{_ratio(mem, base[2]):>9}',
-                  flush=True)
-
-
-def _cell(value, scale, fmt, width):
-    return f'{value * scale:{width}{fmt}}' if value is not None else f'{"-":>{width}}'
+                  f'{_ratio(fwd_bwd, base[1]):>9}{_ratio(fwd_bwd, ref[1]):>14}{_cell(mem, 2**-20, ".1f", 10)}'
+                  f'{_ratio(mem, base[2]):>9}', flush=True)
 
 
 def bench_na(args):
     device = args.device
-    shapes = [tuple(int(v) for v in s.split(',')) for s in (args.shape or NA_DEFAULT_SHAPES)]
-    names = list(na_paths(device))
-    if args.paths:
-        names = [k for k in names if k in args.paths.split(',') or k == NA_BASELINE]
-    threads = args.threads or torch.get_num_threads()
+    shapes, names, threads = _bench_plan(args, NA_DEFAULT_SHAPES, na_paths(device), NA_BASELINE)
     print(f'neighborhood attention, device={device}, torch {torch.__version__}, threads={threads}; each path in a '
           f'fresh process, best of {args.repeats} runs (one run for {", ".join(NA_SLOW)}); float32, non-causal, '
           f'dilation 1, no bias')
