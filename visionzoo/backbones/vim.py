@@ -138,10 +138,10 @@ class PatchEmbed(nn.Module):
                              f'got {height}x{width}')
         return (height - p) // s + 1, (width - p) // s + 1
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> (B, gh * gw, embed_dim), row-major tokens."""
-        self.grid_size(x.shape[-2], x.shape[-1])
-        return self.proj(x).flatten(2).transpose(1, 2)
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        """(B, C, H, W) -> row-major tokens (B, gh * gw, embed_dim) and the grid (gh, gw)."""
+        grid = self.grid_size(x.shape[-2], x.shape[-1])
+        return self.proj(x).flatten(2).transpose(1, 2), grid
 
 
 def resample_pos_embed(pos_embed: torch.Tensor, old_grid: Sequence[int], new_grid: Sequence[int],
@@ -151,16 +151,17 @@ def resample_pos_embed(pos_embed: torch.Tensor, old_grid: Sequence[int], new_gri
     ``cls_index`` is the position of the class token's embedding (Vim's middle token: ``N // 2``), kept as is and
     re-inserted at ``new_N // 2``; None when there is no class token.
     """
+    if tuple(old_grid) == tuple(new_grid):
+        return pos_embed  # same token count, so the class token stays at the same middle index
     if cls_index is not None:
         cls_pos = pos_embed[:, cls_index:cls_index + 1]
         patch_pos = torch.cat((pos_embed[:, :cls_index], pos_embed[:, cls_index + 1:]), dim=1)
     else:
         cls_pos, patch_pos = None, pos_embed
-    if tuple(old_grid) != tuple(new_grid):
-        gh, gw = old_grid
-        grid = patch_pos.reshape(1, gh, gw, -1).permute(0, 3, 1, 2).float()
-        grid = F.interpolate(grid, size=tuple(new_grid), mode='bicubic', align_corners=False)
-        patch_pos = grid.permute(0, 2, 3, 1).flatten(1, 2).to(pos_embed.dtype)
+    gh, gw = old_grid
+    grid = patch_pos.reshape(1, gh, gw, -1).permute(0, 3, 1, 2).float()
+    grid = F.interpolate(grid, size=tuple(new_grid), mode='bicubic', align_corners=False)
+    patch_pos = grid.permute(0, 2, 3, 1).flatten(1, 2).to(pos_embed.dtype)
     if cls_pos is None:
         return patch_pos
     middle = patch_pos.shape[1] // 2
@@ -197,16 +198,12 @@ class VisionMamba(nn.Module):
                  pos_drop_rate: float = 0., drop_path_rate: float = 0., norm_eps: float = 1e-5,
                  residual_in_fp32: bool = True, divide_out: bool = True):
         super().__init__()
+        self.has_class_token = class_token
+        self.num_classes = num_classes
         if global_pool is None:
             global_pool = 'token' if class_token else 'avg'
-        if global_pool not in ('token', 'avg', ''):
-            raise ValueError(f"global_pool must be 'token', 'avg' or '', got {global_pool!r}")
-        if global_pool == 'token' and not class_token:
-            raise ValueError("global_pool='token' needs class_token=True")
-        self.num_classes = num_classes
-        self.global_pool = global_pool
+        self.global_pool = self._checked_pool(global_pool)
         self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
-        self.has_class_token = class_token
         self.num_prefix_tokens = 1 if class_token else 0
         self.grad_checkpointing = False
 
@@ -252,6 +249,11 @@ class VisionMamba(nn.Module):
             with torch.no_grad():
                 out_proj /= math.sqrt(len(self.layers))
 
+    def _checked_pool(self, global_pool: str) -> str:
+        if global_pool not in ('token', 'avg', '') or (global_pool == 'token' and not self.has_class_token):
+            raise ValueError(f"global_pool must be 'token' (with a class token), 'avg' or '', got {global_pool!r}")
+        return global_pool
+
     @torch.jit.ignore
     def no_weight_decay(self) -> set:
         return {'pos_embed', 'cls_token'}
@@ -272,15 +274,12 @@ class VisionMamba(nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         self.num_classes = num_classes
         if global_pool is not None:
-            if global_pool not in ('token', 'avg', '') or (global_pool == 'token' and not self.has_class_token):
-                raise ValueError(f"global_pool must be 'token' (with a class token), 'avg' or '', got {global_pool!r}")
-            self.global_pool = global_pool
+            self.global_pool = self._checked_pool(global_pool)
         self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
 
     def _embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
         """Patch tokens (+ middle class token) with position embeddings: (B, L, C) and the token grid."""
-        grid = self.patch_embed.grid_size(x.shape[-2], x.shape[-1])
-        x = self.patch_embed(x)
+        x, grid = self.patch_embed(x)
         cls_index = self.pos_grid[0] * self.pos_grid[1] // 2 if self.has_class_token else None
         pos = resample_pos_embed(self.pos_embed, self.pos_grid, grid, cls_index)
         if self.cls_token is not None:
