@@ -261,28 +261,38 @@ def measure_worker(op, path_name, shape, device, repeats, memory, timing=True):
     return {'peak_bytes': peak, 'fwd': fwd, 'fwd_bwd': fwd_bwd}
 
 
-def _run_worker(op, path_name, shape, device, repeats, threads, memory, timing, env=None):
+def run_worker(cmd, label, fixed_mmap_threshold=False):
+    """Run a benchmark worker command in a fresh interpreter and return the JSON object it prints last (None, with
+    its error output on stderr, if it fails).
+
+    ``fixed_mmap_threshold`` fixes glibc's mmap threshold at 64 KiB (``MALLOC_MMAP_THRESHOLD_``), for memory
+    runs: large buffers then come straight from mmap and go back on free, so memory freed by one step is not
+    reused unseen by the next. Timed runs keep the default allocator (returning every buffer to the system costs
+    page faults on each allocation).
+    """
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536') if fixed_mmap_threshold else None
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        sys.stderr.write(f'{label} failed:\n{result.stderr[-2000:]}\n')
+        return None
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _run_worker(op, path_name, shape, device, repeats, threads, memory, timing, fixed_mmap_threshold=False):
     cmd = [sys.executable, os.path.abspath(__file__), op, '--worker', path_name,
            '--shape', ','.join(map(str, shape)), '--device', device, '--threads', str(threads),
            '--repeats', str(repeats)] + ([] if memory else ['--no-memory']) + ([] if timing else ['--no-time'])
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if result.returncode != 0:
-        sys.stderr.write(f'{path_name} at {shape} failed:\n{result.stderr[-2000:]}\n')
-        return None
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return run_worker(cmd, f'{path_name} at {shape}', fixed_mmap_threshold)
 
 
 def measure(op, path_name, shape, device, repeats, memory, threads):
     """Run :func:`measure_worker` in a fresh interpreter, so that every path starts from the same process state
     (allocator caches and the peak resident set left by one path would otherwise skew the next).
 
-    na: the memory run gets a process of its own with glibc's mmap threshold fixed at 64 KiB, so that large buffers
-    come straight from mmap and memory freed by one step is not reused unseen by the next; the timed runs keep the
-    default allocator (returning every buffer to the system costs page faults on each allocation).
+    na: the memory run gets a process of its own with a fixed mmap threshold (see :func:`run_worker`).
     """
     if op == 'na' and memory:
-        mem = _run_worker(op, path_name, shape, device, repeats, threads, True, False,
-                          dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536'))
+        mem = _run_worker(op, path_name, shape, device, repeats, threads, True, False, fixed_mmap_threshold=True)
         times = _run_worker(op, path_name, shape, device, repeats, threads, False, True)
         return None if mem is None or times is None else dict(times, peak_bytes=mem['peak_bytes'])
     return _run_worker(op, path_name, shape, device, repeats, threads, memory, True)

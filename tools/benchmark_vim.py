@@ -25,7 +25,6 @@ baselines.
 import argparse
 import json
 import os
-import subprocess
 import sys
 
 import torch
@@ -34,7 +33,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-from benchmark_ops import peak_memory, time_path  # noqa: E402  (tools/ is on sys.path when this script runs)
+from benchmark_ops import peak_memory, run_worker, time_path  # noqa: E402  (tools/ is on sys.path when this script runs)
 
 MODELS = ('vim-tiny', 'deit-explicit', 'deit-sdpa')
 BASELINES = ('deit-explicit', 'deit-sdpa')
@@ -69,23 +68,16 @@ def worker(name: str, size: int, batch: int, device: str, repeats: int, mode: st
 
 
 def measure(name: str, size: int, batch: int, device: str, repeats: int, threads: int):
-    """Peak memory and time of one model at one size, each in a fresh interpreter.
-
-    The memory run fixes glibc's mmap threshold (``MALLOC_MMAP_THRESHOLD_=65536``): by default the threshold grows
-    after large frees, after which freed tensors stay in the heap and still count in the resident set; with it
-    fixed they are returned, so the peak tracks the memory in use. The timed run keeps the default allocator, whose
-    reuse of freed memory is what a user gets (returning every buffer costs page faults on each allocation).
-    """
+    """Peak memory and time of one model at one size, each in a fresh interpreter; the memory run with a fixed mmap
+    threshold, the timed run with the default allocator (see ``benchmark_ops.run_worker``)."""
     result = {}
     for mode in ('memory', 'time'):
         cmd = [sys.executable, os.path.abspath(__file__), '--worker', name, '--mode', mode, '--sizes', str(size),
                '--batch', str(batch), '--device', device, '--repeats', str(repeats), '--threads', str(threads)]
-        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536') if mode == 'memory' else None
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        if proc.returncode != 0:
-            sys.stderr.write(f'{name} at {size} ({mode}) failed:\n{proc.stderr[-2000:]}\n')
+        part = run_worker(cmd, f'{name} at {size} ({mode})', fixed_mmap_threshold=mode == 'memory')
+        if part is None:
             return None
-        result.update(json.loads(proc.stdout.strip().splitlines()[-1]))
+        result.update(part)
     return result
 
 
