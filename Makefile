@@ -8,6 +8,9 @@ STAMP := $(VENV)/.installed
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 PYTEST_WORKERS ?= 2
 REFERENCE_PKGS := mamba-ssm==2.3.2.post1 einops==0.8.2 natten==0.21.7
+# mmpretrain's VAN is the VAN reference; its import-time needs, installed without the rest of its dependency tree
+MMPRETRAIN_PKGS := mmpretrain==1.2.0 mmcv-lite==2.1.0 importlib_metadata==8.7.0 zipp==4.1.2 mat4py==0.6.0 \
+	modelindex==0.0.2 model-index==0.1.11 ordered-set==4.1.0 Markdown==3.11.3 click==8.5.1
 DEMO_CONFIG := configs/classification/demo_shapes_resnet10t.py
 DEMO_DIR := work_dirs/demo_$(shell date +%Y%m%d_%H%M%S)
 
@@ -24,6 +27,7 @@ $(STAMP): $(VENV)/bin/python setup.py pyproject.toml Makefile
 	# natten 0.20+ builds without its C++ library when built without isolation)
 	MAMBA_FORCE_BUILD=TRUE MAMBA_SKIP_CUDA_BUILD=TRUE $(PIP) install --quiet --no-build-isolation --no-deps \
 		$(REFERENCE_PKGS)
+	$(PIP) install --quiet --no-deps $(MMPRETRAIN_PKGS)
 	touch $(STAMP)
 
 install: $(STAMP)
