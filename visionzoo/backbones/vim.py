@@ -29,6 +29,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models._features import feature_take_indices
 
 from ..ops import causal_conv1d, selective_scan
+from ._checkpoint import unwrap_state_dict
 
 __all__ = ['VisionMamba', 'VimMixer', 'VimBlock', 'checkpoint_filter_fn', 'resample_pos_embed']
 
@@ -377,14 +378,7 @@ def checkpoint_filter_fn(state_dict: dict, model: VisionMamba) -> dict:
     grid (keeping the middle class token's embedding apart), and, for a model built with ``class_token=False``,
     removes the class token and its position embedding.
     """
-    if 'model' in state_dict and isinstance(state_dict['model'], dict):
-        state_dict = state_dict['model']
-    out = {}
-    for k, v in state_dict.items():
-        k = k[len('module.'):] if k.startswith('module.') else k
-        if k.startswith('rope.'):
-            continue
-        out[k] = v
+    out = {k: v for k, v in unwrap_state_dict(state_dict).items() if not k.startswith('rope.')}
     pos = out.get('pos_embed')
     if pos is not None:
         ckpt_has_cls = 'cls_token' in out
