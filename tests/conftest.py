@@ -1,12 +1,15 @@
 """Shared fixtures: a tiny generated shapes dataset and helpers to run the tools in a subprocess."""
 import importlib
 import importlib.util
+import json
+import math
 import os
 import subprocess
 import sys
 import types
 
 import pytest
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Never write generated data into the user's cache from tests.
@@ -92,3 +95,34 @@ def mamba_ref():
         if not had_cuda_ext:
             sys.modules.pop('selective_scan_cuda', None)
     return module.selective_scan_ref
+
+
+# ------------------------------------------------------------------------------------ official checkpoint layouts
+def official_layout(name: str) -> dict:
+    """A recorded official state-dict layout (``tests/data/official_layouts/<name>.json``): ``keys`` as
+    ``[name, shape]`` pairs in the official order, the ``source`` it was recorded from and, for some, the official
+    model's ``logits`` on a seeded input with :func:`synthetic_state_dict` weights."""
+    with open(os.path.join(ROOT, 'tests', 'data', 'official_layouts', name + '.json')) as f:
+        return json.load(f)
+
+
+def synthetic_state_dict(keys, seed: int = 0) -> dict:
+    """Deterministic, well-scaled weights for a recorded layout: norm weights near 0.3 (residual sums stay small,
+    so outputs compare tightly), positive running variances, fan-in scaled matrices. Integer buffers
+    (``num_batches_tracked``, ``attention_bias_idxs``) are left out: they are recomputed on both sides."""
+    g = torch.Generator().manual_seed(seed)
+    state_dict = {}
+    for key, shape in keys:
+        if key.endswith(('num_batches_tracked', 'attention_bias_idxs')):
+            continue
+        t = torch.randn(shape, generator=g)
+        if key.endswith('running_var'):
+            t = 0.5 + t.abs() * 0.5
+        elif len(shape) == 1 and key.endswith('weight'):
+            t = 0.3 + 0.03 * t
+        elif len(shape) >= 2:
+            t = t / math.sqrt(math.prod(shape[1:]))
+        else:
+            t = 0.1 * t
+        state_dict[key] = t
+    return state_dict

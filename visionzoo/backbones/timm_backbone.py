@@ -9,6 +9,7 @@ import timm
 import torch
 import torch.nn as nn
 from mmengine.model import BaseModule
+from timm.layers import LayerNorm2d
 
 from ..registry import MODELS
 from ..utils.errors import CheckpointError, ConfigError
@@ -39,6 +40,14 @@ def _classifier_names(model_name: str) -> Tuple[str, ...]:
     return (names,) if isinstance(names, str) else tuple(names)
 
 
+def _load_error_summary(error: Exception, limit: int = 400) -> str:
+    """The lines of a ``load_state_dict`` error that name keys (missing, unexpected, size mismatch)."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    keyed = [line for line in lines if line.startswith(('Missing key', 'Unexpected key', 'size mismatch'))]
+    text = '; '.join(keyed or lines[:1]) or type(error).__name__
+    return text if len(text) <= limit else text[:limit] + ' ...'
+
+
 def create_timm_model(model_name: str, pretrained: Union[bool, str] = False, **kwargs) -> nn.Module:
     """``timm.create_model`` with config-friendly errors.
 
@@ -66,8 +75,8 @@ def create_timm_model(model_name: str, pretrained: Union[bool, str] = False, **k
     try:
         model = timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
     except (RuntimeError, ValueError, KeyError) as e:  # what timm's loader and load_state_dict raise
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f'backbone.pretrained: {pretrained} does not load into {model_name}: {first}') from e
+        raise CheckpointError(f'backbone.pretrained: {pretrained} does not load into {model_name}: '
+                              f'{_load_error_summary(e)}') from e
     finally:
         logger.removeHandler(report)
         logger.setLevel(saved[0])
@@ -96,7 +105,14 @@ class TimmBackbone(BaseModule):
         out_indices: feature indices (stages of hierarchical models, blocks of ViT-style models); None: the
             model's default.
         pretrained: False, or a local checkpoint (official layouts load through the model's checkpoint filter).
-        norm_eval: keep BatchNorm layers in eval mode (frozen statistics) while training.
+        frozen_stages: -1 trains everything; 0 freezes the stem (every parameter before the first feature
+            module); k >= 1 freezes everything up to and including feature module k-1 (mmdet's convention: 1 = stem
+            and the first stage). Frozen parameters stop requiring gradients and their modules stay in eval mode.
+        norm_eval: keep every BatchNorm in eval mode (frozen statistics) while training, as the official
+            EfficientViT/SHViT detection code does.
+        out_norm: a norm on each output, as the official dense code of some families adds: ``'LN'`` (channel
+            LayerNorm, eps 1e-6; MambaOut, BiFormer), ``dict(type='LN', eps=1e-5)`` (SLAB uses PyTorch's default
+            eps), or None.
         with_cp: gradient checkpointing through the model's ``set_grad_checkpointing``.
         init_cfg: mmengine init config (e.g. ``dict(type='Pretrained', checkpoint=..., prefix='backbone.')``).
         **model_kwargs: passed to ``timm.create_model`` (``img_size``, ``class_token=False``,
@@ -104,18 +120,43 @@ class TimmBackbone(BaseModule):
     """
 
     def __init__(self, model_name: str, out_indices: Optional[Sequence[int]] = None,
-                 pretrained: Union[bool, str] = False, norm_eval: bool = False, with_cp: bool = False,
+                 pretrained: Union[bool, str] = False, frozen_stages: int = -1, norm_eval: bool = False,
+                 out_norm: Optional[Union[str, dict]] = None, with_cp: bool = False,
                  init_cfg: Optional[dict] = None, **model_kwargs):
         super().__init__(init_cfg=init_cfg)
         if out_indices is not None:
             model_kwargs['out_indices'] = tuple(out_indices)
         self.body = create_timm_model(model_name, pretrained=pretrained, features_only=True, **model_kwargs)
         self.norm_eval = norm_eval
+        self.out_norms = nn.ModuleList([_out_norm(out_norm, c) for c in self.out_channels]) if out_norm else None
         if with_cp:
             target = self.body if hasattr(self.body, 'set_grad_checkpointing') else getattr(self.body, 'model', None)
             if target is None or not hasattr(target, 'set_grad_checkpointing'):
                 raise ConfigError(f'backbone.with_cp: {model_name} has no gradient checkpointing')
             target.set_grad_checkpointing(True)
+        self._frozen = self._freeze(frozen_stages)
+
+    def _freeze(self, frozen_stages: int) -> List[nn.Module]:
+        """Freeze the parameters of the stem and the first stages; returns the modules to keep in eval mode."""
+        modules = self.body.feature_info.module_name()
+        if not isinstance(frozen_stages, int) or not -1 <= frozen_stages <= len(modules):
+            raise ConfigError(f'backbone.frozen_stages: expected an int from -1 to {len(modules)} (the number of '
+                              f'feature modules), got {frozen_stages!r}')
+        if frozen_stages < 0:
+            return []
+        params = list(self.body.named_parameters())
+        # FeatureListNet flattens the top level ('stages.0' -> 'stages_0'); getter nets keep the model as .model
+        k = max(frozen_stages - 1, 0)
+        prefixes = (modules[k].replace('.', '_', 1) + '.', 'model.' + modules[k] + '.', modules[k] + '.')
+        inside = [i for i, (name, _) in enumerate(params) if name.startswith(prefixes)]
+        if not inside:
+            raise ConfigError(f'backbone.frozen_stages: cannot find the parameters of feature module {modules[k]!r}')
+        end = inside[-1] + 1 if frozen_stages > 0 else inside[0]
+        frozen = {id(p) for _, p in params[:end]}
+        for _, p in params[:end]:
+            p.requires_grad_(False)
+        return [m for m in self.body.modules()
+                if any(True for _ in m.parameters()) and all(id(p) in frozen for p in m.parameters())]
 
     @property
     def out_channels(self) -> List[int]:
@@ -130,12 +171,25 @@ class TimmBackbone(BaseModule):
         feats = list(feats.values()) if isinstance(feats, dict) else list(feats)
         if getattr(self.body, 'output_fmt', 'NCHW') == 'NHWC':  # timm's Format is a str enum
             feats = [f.permute(0, 3, 1, 2).contiguous() for f in feats]
+        if self.out_norms is not None:
+            feats = [norm(f) for norm, f in zip(self.out_norms, feats)]
         return feats
 
     def train(self, mode: bool = True) -> 'TimmBackbone':
         super().train(mode)
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
+        if mode:
+            for m in self._frozen:
+                m.eval()
+            if self.norm_eval:
+                for m in self.modules():
+                    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                        m.eval()
         return self
+
+
+def _out_norm(cfg: Union[str, dict], channels: int) -> nn.Module:
+    cfg = dict(type=cfg) if isinstance(cfg, str) else dict(cfg)
+    kind = cfg.pop('type', None)
+    if kind != 'LN':
+        raise ConfigError(f"backbone.out_norm: expected 'LN', dict(type='LN', eps=...) or None, got {kind!r}")
+    return LayerNorm2d(channels, eps=cfg.pop('eps', 1e-6), **cfg)
