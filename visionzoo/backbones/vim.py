@@ -216,7 +216,7 @@ class VisionMamba(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + self.num_prefix_tokens, embed_dim))
         self.pos_drop = nn.Dropout(pos_drop_rate)
 
-        dpr = [0.] + torch.linspace(0, drop_path_rate, depth).tolist()
+        dpr = [0.] + torch.linspace(0, drop_path_rate, depth, device='cpu').tolist()  # cpu: also under meta
         mixer_kwargs = dict(d_state=d_state, d_conv=d_conv, expand=expand, dt_rank=dt_rank, divide_out=divide_out)
         self.layers = nn.ModuleList([
             VimBlock(embed_dim, drop_path=dpr[i], norm_eps=norm_eps, residual_in_fp32=residual_in_fp32,
