@@ -62,30 +62,51 @@ def small_chunks(monkeypatch):
     monkeypatch.setattr(torch_path, '_CHUNK_ELEMENTS', 256)
 
 
+@pytest.fixture(params=['chunked', 'dense'])
+def formulation(request, monkeypatch, small_chunks):
+    """The PyTorch path's chunked gather/scatter formulation or its dense masked one, whatever the routed
+    fraction."""
+    monkeypatch.setattr(torch_path, '_DENSE_MIN_FRACTION', 2.0 if request.param == 'chunked' else 0.0)
+    return request.param
+
+
 # ------------------------------------------------------------------------------------------------ the PyTorch path
 @pytest.mark.parametrize('case', CASES, ids=IDS)
-def test_torch_path_matches_gather_reference(case, small_chunks):
+def test_torch_path_matches_gather_reference(case, formulation):
     _, shape, n_win, topk = case
     inputs = make_inputs(shape)
     assert_all_close(run(inputs, n_win, topk, 'torch'), run(inputs, n_win, topk, 'reference'), FP64_TOL,
+                     f'torch ({formulation}) vs reference')
+
+
+def test_torch_path_picks_dense_from_a_quarter_of_the_regions(monkeypatch):
+    calls = []
+    original = torch_path._dense_masked
+    monkeypatch.setattr(torch_path, '_dense_masked', lambda *a: calls.append(a[3].shape[-1]) or original(*a))
+    q, k, v = make_inputs((1, 8, 8, 1, 4, 4))
+    for topk in (3, 4, 16):  # of 16 regions
+        routing_attention(q, k, v, 4, topk, backend='torch')
+    assert calls == [4, 16]
+
+
+@pytest.mark.parametrize('shape,topk', [((2, 28, 28, 4, 32, 32), 4), ((2, 14, 14, 8, 32, 32), 16)],
+                         ids=['stage2-chunked', 'stage3-dense'])
+def test_torch_path_biformer_stage_shapes(shape, topk):
+    """BiFormer-T stages 2 and 3 at 224² (7 x 7 regions of 16 / 4 tokens, 4 / 8 heads of 32), default settings."""
+    inputs = make_inputs(shape, dtype=torch.float32, seed=3)
+    assert_all_close(run(inputs, 7, topk, 'torch'), run(inputs, 7, topk, 'reference'), FP32_TOL,
                      'torch vs reference')
 
 
-def test_torch_path_biformer_stage_shape():
-    """BiFormer-T stage 2 at 224² (28 x 28 map, 7 x 7 regions of 16 tokens, top-4, 4 heads of 32), default chunks."""
-    inputs = make_inputs((2, 28, 28, 4, 32, 32), dtype=torch.float32, seed=3)
-    assert_all_close(run(inputs, 7, 4, 'torch'), run(inputs, 7, 4, 'reference'), FP32_TOL, 'torch vs reference')
-
-
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
-def test_torch_path_half_inputs(dtype, small_chunks):
+def test_torch_path_half_inputs(dtype, formulation):
     half = [t.to(dtype) for t in make_inputs((1, 9, 10, 2, 8, 8), dtype=torch.float32, seed=5)]
     got = run(half, 3, 2, 'torch')
     assert all(t.dtype == dtype for t in got)
     assert_all_close(got, run([t.float() for t in half], 3, 2, 'reference'), HALF_TOL[dtype], str(dtype))
 
 
-def test_torch_path_gradcheck(small_chunks):
+def test_torch_path_gradcheck(formulation):
     q, k, v = (t.requires_grad_() for t in make_inputs((1, 5, 6, 2, 3, 2)))
     assert torch.autograd.gradcheck(lambda *a: routing_attention(*a, 3, 2, backend='torch'), (q, k, v))
 

@@ -72,10 +72,10 @@ def region_routing(q: _torch.Tensor, k: _torch.Tensor, n_win: int, topk: int, sc
     rh, rw = region_size(height, width, n_win)
     cdt = _torch.float64 if q.dtype == _torch.float64 else _torch.float32
 
-    def means(x):
-        x = x.reshape(batch, height, width, -1).to(cdt)
-        x = _F.pad(x, (0, 0, 0, n_win * rw - width, 0, n_win * rh - height))
-        return x.view(batch, n_win, rh, n_win, rw, -1).mean((2, 4)).view(batch, n_win * n_win, -1)
+    def means(x):  # summed one axis at a time: much faster than .mean((2, 4)) on CPU
+        x = _F.pad(x.reshape(batch, height, width, -1).to(cdt), (0, 0, 0, n_win * rw - width, 0, n_win * rh - height))
+        x = x.view(batch, n_win, rh, n_win, rw, -1).sum(4).sum(2)
+        return x.div_(rh * rw).view(batch, n_win * n_win, -1)
 
     affinity = (means(q) * scale) @ means(k).transpose(1, 2)
     return _torch.topk(affinity, topk, dim=-1).indices
