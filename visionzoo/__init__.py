@@ -10,5 +10,5 @@ from . import layers  # noqa: F401  (layers shared by model families)
 from . import backbones  # noqa: F401  (registers timm models)
 from . import necks, heads, models  # noqa: F401,E401
 from . import datasets, evaluation, engine  # noqa: F401,E401
-from .layers import fuse  # noqa: F401  (visionzoo.fuse(model): fold norms for inference)
+from .layers.fuse import fuse  # noqa: F401  (visionzoo.fuse(model): fold norms for inference)
 from .registry import MODELS  # noqa: F401
