@@ -223,6 +223,19 @@ def test_bad_config_is_a_clear_error(kwargs, pattern):
         BiFormer(**dict(TINY, **kwargs))
 
 
+def test_mixed_precision_training_step():
+    """bfloat16 autocast on CPU: the routed attention computes in float32 and returns bfloat16; finite gradients
+    and logits close to float32."""
+    model = tiny_model().train()
+    img = torch.randn(2, 3, 40, 56)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        logits = model(img)
+    logits.float().logsumexp(-1).sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+    with torch.no_grad():
+        torch.testing.assert_close(logits.float(), model(img), atol=0.1, rtol=0.1)
+
+
 def test_dense_features_and_registry_backbone():
     """Strides 4/8/16/32 through timm's features_only and visionzoo's TimmBackbone (official dense settings:
     n_win 16 for detection, 8 for segmentation)."""

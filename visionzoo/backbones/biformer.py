@@ -374,14 +374,14 @@ def _cfg(**kwargs) -> dict:
     }
 
 
-# Official ImageNet-1k weights (dict key "model") are on OneDrive behind share links whose file name is always
-# "content", which timm's URL cache cannot tell apart: download them and pass the file (pretrained_cfg_overlay=
-# dict(file=...), or TimmBackbone(pretrained=PATH)).
+# The official ImageNet-1k weights (dict key "model") are on OneDrive behind share links (in ``notes``) whose file
+# name is always "content", so timm's URL cache would mix the three up: the cfgs are untagged (no download), and
+# the downloaded file is passed instead (pretrained_cfg_overlay=dict(file=...), or TimmBackbone(pretrained=PATH)).
 _ONEDRIVE = 'https://api.onedrive.com/v1.0/shares/{}/root/content'
 default_cfgs = generate_default_cfgs({
-    'biformer_tiny.in1k': _cfg(notes=(_ONEDRIVE.format('s!AkBbczdRlZvChHEOoGkgwgQzEDlM'),)),
-    'biformer_small.in1k': _cfg(notes=(_ONEDRIVE.format('s!AkBbczdRlZvChHDyM-x9KWRBZ832'),)),
-    'biformer_base.in1k': _cfg(notes=(_ONEDRIVE.format('s!AkBbczdRlZvChHI_XPhoadjaNxtO'),)),
+    'biformer_tiny': _cfg(notes=(_ONEDRIVE.format('s!AkBbczdRlZvChHEOoGkgwgQzEDlM'),)),
+    'biformer_small': _cfg(notes=(_ONEDRIVE.format('s!AkBbczdRlZvChHDyM-x9KWRBZ832'),)),
+    'biformer_base': _cfg(notes=(_ONEDRIVE.format('s!AkBbczdRlZvChHI_XPhoadjaNxtO'),)),
 })
 
 

@@ -11,9 +11,10 @@ Three paths compute the token-level attention for the same routing:
   place by address arithmetic, with an online softmax; the backward kernel recomputes the probabilities and adds
   the key/value gradients of every routed region with atomics. Picked for CUDA tensors when Triton imports. Given
   CPU tensors (``backend='triton'``) the kernels run in Triton's interpreter: slow, for tests.
-* ``'torch'`` (:mod:`.torch`): region chunks with an index gather, and a hand-written backward that recomputes each
-  chunk and scatters the key/value gradients with ``index_add_``; nothing of the routed copies is kept between
-  forward and backward. The CPU path.
+* ``'torch'`` (:mod:`.torch`): chunks of query regions with an index gather, and a hand-written backward that
+  recomputes each chunk and scatters the key/value gradients with ``index_add_``; nothing of the routed copies is
+  kept between forward and backward. When a quarter or more of the regions are routed, dense attention over the
+  map with a routing mask on PyTorch's fused attention kernel instead. The CPU path.
 * ``'reference'`` (:mod:`.reference`): the official formulation (``torch.gather`` of the routed regions from an
   expanded view, autograd backward); for tests and benchmarks.
 
@@ -141,9 +142,10 @@ def routing_attention(q: _torch.Tensor, k: _torch.Tensor, v: _torch.Tensor, n_wi
     """
     scale = _validate(q, k, v, n_win, topk, scale)
     name = pick_backend(backend, ENV_BACKEND, BACKENDS, q, 'q', triton_available)
-    index = region_routing(q, k, n_win, topk, scale)
-    if name == 'triton':
-        return _triton().routing_attention_triton(q, k, v, index, n_win, scale)
-    if name == 'torch':
-        return routing_attention_torch(q, k, v, index, n_win, scale)
-    return routing_attention_reference(q, k, v, index, n_win, scale)
+    with _torch.autocast(q.device.type, enabled=False):  # every path picks its own precision (see above)
+        index = region_routing(q, k, n_win, topk, scale)
+        if name == 'triton':
+            return _triton().routing_attention_triton(q, k, v, index, n_win, scale)
+        if name == 'torch':
+            return routing_attention_torch(q, k, v, index, n_win, scale)
+        return routing_attention_reference(q, k, v, index, n_win, scale)

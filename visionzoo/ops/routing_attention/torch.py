@@ -106,6 +106,11 @@ class RoutingAttentionFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dout):
+        with torch.autocast(dout.device.type, enabled=False):  # float32 products also when run under autocast
+            return RoutingAttentionFn._backward(ctx, dout)
+
+    @staticmethod
+    def _backward(ctx, dout):
         q, k, v, index = ctx.saved_tensors
         n_win, scale = ctx.config
         cdt = _compute_dtype(q)
