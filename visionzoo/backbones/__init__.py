@@ -6,8 +6,9 @@ official checkpoints' layouts (``efficientvit_msra``, ``shvit``; timm's MambaOut
 keys), fusion, and dense-prediction use through :class:`TimmBackbone`.
 """
 from . import efficientvit_msra, shvit  # noqa: F401  (official checkpoint layouts for timm's models)
+from .biformer import BiFormer  # registers biformer_tiny/small/base
 from .timm_backbone import TimmBackbone, create_timm_model
 from .van import VisualAttentionNetwork  # registers van_b0 ... van_b6
 from .vim import VisionMamba  # importing vim registers vim_* in timm
 
-__all__ = ['TimmBackbone', 'create_timm_model', 'VisionMamba', 'VisualAttentionNetwork']
+__all__ = ['BiFormer', 'TimmBackbone', 'create_timm_model', 'VisionMamba', 'VisualAttentionNetwork']

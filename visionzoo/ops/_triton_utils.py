@@ -3,7 +3,7 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ['interpreting', 'check_device', 'softplus']
+__all__ = ['interpreting', 'check_device', 'softplus', 'dot', 'fp32_dot']
 
 
 @triton.jit
@@ -14,6 +14,22 @@ def softplus(x):
     e1 = 1.0 + e
     log1p_e = tl.where(e1 == 1.0, e, tl.log(e1) * (e / (e1 - 1.0)))
     return tl.where(x <= 20.0, log1p_e, x)
+
+
+@triton.jit
+def dot(a, b, FP32_DOT: tl.constexpr):
+    """a @ b accumulated in float32; full-precision products for float32 operands when FP32_DOT (no TF32)."""
+    if FP32_DOT:
+        out = tl.dot(a, b, input_precision='ieee')
+    else:
+        out = tl.dot(a, b)
+    return out
+
+
+def fp32_dot(dtype: torch.dtype) -> bool:
+    """Whether ``dot`` should multiply in full float32: float32 inputs (no TF32), and bfloat16 under the
+    interpreter, whose ``tl.dot`` misreads bfloat16 operands (Triton 3.8)."""
+    return dtype == torch.float32 or (dtype == torch.bfloat16 and interpreting())
 
 
 def interpreting() -> bool:

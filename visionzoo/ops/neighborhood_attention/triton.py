@@ -27,22 +27,12 @@ import torch
 import triton
 import triton.language as tl
 
-from .._triton_utils import check_device, interpreting
+from .._triton_utils import check_device, dot, fp32_dot, interpreting
 from .window import tile_tables
 
 __all__ = ['neighborhood_attention_triton', 'interpreting']
 
 _LOG2E = 1.4426950408889634
-
-
-@triton.jit
-def _dot(a, b, FP32_DOT: tl.constexpr):
-    """a @ b accumulated in float32; full-precision products for float32 operands when FP32_DOT (no TF32)."""
-    if FP32_DOT:
-        out = tl.dot(a, b, input_precision='ieee')
-    else:
-        out = tl.dot(a, b)
-    return out
 
 
 @triton.jit
@@ -88,7 +78,7 @@ def _key_block(q, k_ptr, v_ptr, rpb_ptr, kidx_ptr, bidx_ptr, tile, n0, tq, wk, n
     v = tl.load(v_ptr + kv_off, mask=kv_mask, other=0.0)
     if FP32_DOT:
         k, v = k.to(tl.float32), v.to(tl.float32)
-    s = _dot(q, tl.trans(k), FP32_DOT) * qk_scale
+    s = dot(q, tl.trans(k), FP32_DOT) * qk_scale
     bi = tl.load(bidx_ptr + (tile * tq + rows[:, None]) * wk + cols[None, :], mask=rmask[:, None] & cmask[None, :],
                  other=-1)
     if HAS_RPB:
@@ -118,7 +108,7 @@ def _na_fwd_kernel(
         alpha = tl.exp2(m_i - m_safe)
         p = tl.exp2(s - m_safe[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, FP32_DOT)
+        acc = acc * alpha[:, None] + dot(p.to(v.dtype), v, FP32_DOT)
         m_i = m_new
     l_safe = tl.where(l_i > 0.0, l_i, 1.0)
     tl.store(o_ptr + q_off, (acc / l_safe[:, None]).to(o_ptr.dtype.element_ty), mask=q_mask)
@@ -146,12 +136,12 @@ def _na_bwd_kernel(
                                                   dmask, HAS_RPB, FP32_DOT, BLOCK_N)
         keep = (bi >= 0) & qvalid[:, None]
         p = tl.where(keep, tl.exp2(s - lse[:, None]), 0.0)
-        tl.atomic_add(dv_ptr + kv_off, _dot(tl.trans(p.to(do.dtype)), do, FP32_DOT), mask=kv_mask)
-        ds = p * (_dot(do, tl.trans(v), FP32_DOT) - delta[:, None])
+        tl.atomic_add(dv_ptr + kv_off, dot(tl.trans(p.to(do.dtype)), do, FP32_DOT), mask=kv_mask)
+        ds = p * (dot(do, tl.trans(v), FP32_DOT) - delta[:, None])
         if HAS_RPB:
             tl.atomic_add(drpb_ptr + head * rpb_len + bi, ds, mask=keep)
-        dq += _dot(ds.to(k.dtype), k, FP32_DOT)
-        tl.atomic_add(dk_ptr + kv_off, _dot(tl.trans(ds.to(q.dtype)), q, FP32_DOT) * scale, mask=kv_mask)
+        dq += dot(ds.to(k.dtype), k, FP32_DOT)
+        tl.atomic_add(dk_ptr + kv_off, dot(tl.trans(ds.to(q.dtype)), q, FP32_DOT) * scale, mask=kv_mask)
     tl.store(dq_ptr + q_off, (dq * scale).to(dq_ptr.dtype.element_ty), mask=q_mask)
 
 
@@ -168,12 +158,6 @@ def _tables(spatial, kernel, dilation, causal, device) -> Tuple[torch.Tensor, to
     t = tile_tables(spatial, kernel, dilation, causal, _tile(len(spatial)))
     bias_index = torch.where(t.allowed, t.rel, -1)
     return tuple(x.to(device=device, dtype=torch.int32).contiguous() for x in (t.query, t.key, bias_index))
-
-
-def _fp32_dot(dtype: torch.dtype) -> bool:
-    """Multiply tiles in full float32: float32 inputs (no TF32), and bfloat16 under the interpreter, whose ``tl.dot``
-    misreads bfloat16 operands (Triton 3.8)."""
-    return dtype == torch.float32 or (dtype == torch.bfloat16 and interpreting())
 
 
 def _launch_config(tq: int, dim: int) -> dict:
@@ -197,7 +181,7 @@ class NeighborhoodAttentionTritonFn(torch.autograd.Function):
         grid = (qidx.shape[0], batch * heads)
         _na_fwd_kernel[grid](q, k, v, out, lse, rpb_c if rpb_c is not None else q, qidx, kidx, bidx,
                              heads, dim, npos, qidx.shape[1], kidx.shape[1], 0 if rpb is None else rpb[0].numel(),
-                             scale * _LOG2E, HAS_RPB=rpb is not None, FP32_DOT=_fp32_dot(q.dtype),
+                             scale * _LOG2E, HAS_RPB=rpb is not None, FP32_DOT=fp32_dot(q.dtype),
                              **_launch_config(qidx.shape[1], dim))
         ctx.save_for_backward(q, k, v, rpb_c, out, lse)
         ctx.config = (kernel, dilation, causal, scale)
@@ -220,7 +204,7 @@ class NeighborhoodAttentionTritonFn(torch.autograd.Function):
             q, k, v, dout, lse, delta, rpb if rpb is not None else q, qidx, kidx, bidx, dq, dk, dv,
             drpb if drpb is not None else dk, heads, dim, npos, qidx.shape[1], kidx.shape[1],
             0 if rpb is None else rpb[0].numel(), scale * _LOG2E, scale, HAS_RPB=rpb is not None,
-            FP32_DOT=_fp32_dot(q.dtype), **_launch_config(qidx.shape[1], dim))
+            FP32_DOT=fp32_dot(q.dtype), **_launch_config(qidx.shape[1], dim))
         drpb = None if drpb is None else drpb.to(rpb.dtype)
         return dq, dk.to(k.dtype), dv.to(v.dtype), drpb, None, None, None, None
 

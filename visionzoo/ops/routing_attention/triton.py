@@ -24,21 +24,11 @@ import torch
 import triton
 import triton.language as tl
 
-from .._triton_utils import check_device, interpreting
+from .._triton_utils import check_device, dot, fp32_dot, interpreting
 
 __all__ = ['routing_attention_triton', 'interpreting']
 
 _LOG2E = 1.4426950408889634
-
-
-@triton.jit
-def _dot(a, b, FP32_DOT: tl.constexpr):
-    """a @ b accumulated in float32; full-precision products for float32 operands when FP32_DOT (no TF32)."""
-    if FP32_DOT:
-        out = tl.dot(a, b, input_precision='ieee')
-    else:
-        out = tl.dot(a, b)
-    return out
 
 
 @triton.jit
@@ -91,7 +81,7 @@ def _key_block(q, k_ptr, v_ptr, kreg, n0, b, head, n_win, rh, rw, height, width,
     vmask = kin[:, None] & dvmask[None, :]
     k = _load(k_ptr, _offsets(b, ky, kx, head, skb, sky, skx, skh, dk_), kmask, FP32_DOT)
     v = _load(v_ptr, _offsets(b, ky, kx, head, svb, svy, svx, svh, dv_), vmask, FP32_DOT)
-    s = _dot(q, tl.trans(k), FP32_DOT) * qk_scale
+    s = dot(q, tl.trans(k), FP32_DOT) * qk_scale
     return k, v, tl.where(kvalid[None, :], s, float('-inf')), ky, kx, kmask, vmask
 
 
@@ -123,7 +113,7 @@ def _bra_fwd_kernel(
             alpha = tl.exp2(m_i - m_new)
             p = tl.exp2(s - m_new[:, None])
             l_i = l_i * alpha + tl.sum(p, 1)
-            acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, FP32_DOT)
+            acc = acc * alpha[:, None] + dot(p.to(v.dtype), v, FP32_DOT)
             m_i = m_new
     o_off = _offsets(b, y, x, head, height * width * heads * dim_v, width * heads * dim_v, heads * dim_v, dim_v, dv_)
     tl.store(o_ptr + o_off, (acc / l_i[:, None]).to(o_ptr.dtype.element_ty), mask=inside[:, None] & dvmask[None, :])
@@ -162,19 +152,13 @@ def _bra_bwd_kernel(
                                                        svh, dk_, dkmask, dv_, dvmask, FP32_DOT, BLOCK_N)
             p = tl.where(inside[:, None], tl.exp2(s - lse[:, None]), 0.0)
             dv_off = _offsets(b, ky, kx, head, v_strides[0], v_strides[1], v_strides[2], v_strides[3], dv_)
-            tl.atomic_add(dv_ptr + dv_off, _dot(tl.trans(p.to(do.dtype)), do, FP32_DOT), mask=vmask)
-            ds = p * (_dot(do, tl.trans(v), FP32_DOT) - delta[:, None])
-            dq += _dot(ds.to(k.dtype), k, FP32_DOT)
+            tl.atomic_add(dv_ptr + dv_off, dot(tl.trans(p.to(do.dtype)), do, FP32_DOT), mask=vmask)
+            ds = p * (dot(do, tl.trans(v), FP32_DOT) - delta[:, None])
+            dq += dot(ds.to(k.dtype), k, FP32_DOT)
             dk_off = _offsets(b, ky, kx, head, qk_strides[0], qk_strides[1], qk_strides[2], qk_strides[3], dk_)
-            tl.atomic_add(dk_ptr + dk_off, _dot(tl.trans(ds.to(q.dtype)), q, FP32_DOT) * scale, mask=kmask)
+            tl.atomic_add(dk_ptr + dk_off, dot(tl.trans(ds.to(q.dtype)), q, FP32_DOT) * scale, mask=kmask)
     dq_off = _offsets(b, y, x, head, qk_strides[0], qk_strides[1], qk_strides[2], qk_strides[3], dk_)
     tl.store(dq_ptr + dq_off, (dq * scale).to(dq_ptr.dtype.element_ty), mask=qmask)
-
-
-def _fp32_dot(dtype: torch.dtype) -> bool:
-    """Multiply tiles in full float32: float32 inputs (no TF32), and bfloat16 under the interpreter, whose ``tl.dot``
-    misreads bfloat16 operands (Triton 3.8)."""
-    return dtype == torch.float32 or (dtype == torch.bfloat16 and interpreting())
 
 
 def _unit_last_stride(x: torch.Tensor) -> torch.Tensor:
@@ -192,7 +176,7 @@ def _launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, index: torch.Tens
     strides = [s for t in (q, k, v) for s in t.stride()[:4]]
     geometry = [heads, height, width, n_win, rh, rw, tokens, index.shape[-1], q_blocks, dim_qk, v.shape[-1]]
     blocks = dict(BLOCK_M=block, BLOCK_N=block, BLOCK_DQK=max(16, triton.next_power_of_2(dim_qk)),
-                  BLOCK_DV=max(16, triton.next_power_of_2(v.shape[-1])), FP32_DOT=_fp32_dot(q.dtype))
+                  BLOCK_DV=max(16, triton.next_power_of_2(v.shape[-1])), FP32_DOT=fp32_dot(q.dtype))
     return (n_win * n_win * q_blocks, batch * heads), strides, geometry, blocks
 
 
