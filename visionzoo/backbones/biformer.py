@@ -32,6 +32,8 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models._features import feature_take_indices
 
 from ..ops.routing_attention import routing_attention
+from ._checkpoint import unwrap_state_dict
+from ._contract import ClassifierMixin
 
 __all__ = ['BiFormer', 'BiFormerBlock', 'BiLevelRoutingAttention', 'AttentionLePE', 'checkpoint_filter_fn']
 
@@ -177,7 +179,7 @@ def _per_stage(name: str, value, kind=int) -> Tuple:
     return values
 
 
-class BiFormer(nn.Module):
+class BiFormer(ClassifierMixin, nn.Module):
     """BiFormer.
 
     Args:
@@ -254,12 +256,6 @@ class BiFormer(nn.Module):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 
-    @staticmethod
-    def _checked_pool(global_pool: str) -> str:
-        if global_pool not in ('avg', ''):
-            raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
-        return global_pool
-
     @torch.jit.ignore
     def no_weight_decay(self) -> set:
         return set()
@@ -270,28 +266,11 @@ class BiFormer(nn.Module):
                     blocks=r'^stages\.(\d+)' if coarse else [
                         (r'^downsample_layers\.(\d+)', (0,)), (r'^stages\.(\d+)\.(\d+)', None), (r'^norm', (99999,))])
 
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        self.num_classes = num_classes
-        if global_pool is not None:
-            self.global_pool = self._checked_pool(global_pool)
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
     def _stage(self, i: int, x: torch.Tensor) -> torch.Tensor:
         """Downsample (NCHW in) and the blocks of stage i; returns the NHWC map."""
         x = _nhwc(self.downsample_layers[i](x))
         for block in self.stages[i]:
-            if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
-                x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
-            else:
-                x = block(x)
+            x = self._checkpointed(block, x)
         return x
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -351,11 +330,7 @@ class BiFormer(nn.Module):
 def checkpoint_filter_fn(state_dict: dict, model: BiFormer) -> dict:
     """Official BiFormer checkpoints -> this model: the ``model`` (official training checkpoints) or ``state_dict``
     entry, without a DDP ``module.`` prefix. Key names and shapes are already the official ones."""
-    for key in ('model', 'state_dict'):
-        if key in state_dict and isinstance(state_dict[key], dict):
-            state_dict = state_dict[key]
-            break
-    return {(k[len('module.'):] if k.startswith('module.') else k): v for k, v in state_dict.items()}
+    return unwrap_state_dict(state_dict)
 
 
 def _create_biformer(variant: str, pretrained: bool = False, **kwargs) -> BiFormer:

@@ -30,6 +30,7 @@ from timm.models._features import feature_take_indices
 
 from ..layers.fuse import bn_affine, fold_affine_before, fold_bn_into
 from ._checkpoint import rename_keys, unwrap_state_dict
+from ._contract import ClassifierMixin
 
 __all__ = ['VisualAttentionNetwork', 'VanBlock', 'FusedVanBlock', 'LargeKernelAttention', 'checkpoint_filter_fn']
 
@@ -178,7 +179,7 @@ class OverlapPatchEmbed(nn.Module):
         return self
 
 
-class VisualAttentionNetwork(nn.Module):
+class VisualAttentionNetwork(ClassifierMixin, nn.Module):
     """Visual Attention Network (VAN).
 
     Stage ``i`` (1-based attribute names, as official) is ``patch_embed{i}`` (7x7 stride 4 for the first stage,
@@ -247,12 +248,6 @@ class VisualAttentionNetwork(nn.Module):
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
-    @staticmethod
-    def _checked_pool(global_pool: str) -> str:
-        if global_pool not in ('avg', ''):
-            raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
-        return global_pool
-
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict:
         if coarse:
@@ -260,28 +255,11 @@ class VisualAttentionNetwork(nn.Module):
         return dict(stem=r'^patch_embed1',
                     blocks=[(r'^patch_embed(\d+)', (0,)), (r'^block(\d+)\.(\d+)', None), (r'^norm(\d+)', (99999,))])
 
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        self.num_classes = num_classes
-        if global_pool is not None:
-            self.global_pool = self._checked_pool(global_pool)
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
     def _stage(self, i: int, x: torch.Tensor) -> torch.Tensor:
         """Stage ``i`` (0-based): patch embedding, blocks, LayerNorm; NCHW in and out."""
         x = getattr(self, f'patch_embed{i + 1}')(x)
         for block in getattr(self, f'block{i + 1}'):
-            if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
-                x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
-            else:
-                x = block(x)
+            x = self._checkpointed(block, x)
         return getattr(self, f'norm{i + 1}')(x).contiguous()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -30,6 +30,7 @@ from timm.models._features import feature_take_indices
 
 from ..ops import causal_conv1d, selective_scan
 from ._checkpoint import unwrap_state_dict
+from ._contract import ClassifierMixin
 
 __all__ = ['VisionMamba', 'VimMixer', 'VimBlock', 'checkpoint_filter_fn', 'resample_pos_embed']
 
@@ -169,7 +170,7 @@ def resample_pos_embed(pos_embed: torch.Tensor, old_grid: Sequence[int], new_gri
     return torch.cat((patch_pos[:, :middle], cls_pos, patch_pos[:, middle:]), dim=1)
 
 
-class VisionMamba(nn.Module):
+class VisionMamba(ClassifierMixin, nn.Module):
     """Vision Mamba (Vim).
 
     Args:
@@ -264,20 +265,6 @@ class VisionMamba(nn.Module):
         return dict(stem=r'^cls_token|^pos_embed|^patch_embed',
                     blocks=[(r'^layers\.(\d+)', None), (r'^norm_f', (99999,))])
 
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        self.num_classes = num_classes
-        if global_pool is not None:
-            self.global_pool = self._checked_pool(global_pool)
-        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
-
     def _embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
         """Patch tokens (+ middle class token) with position embeddings: (B, L, C) and the token grid."""
         x, grid = self.patch_embed(x)
@@ -289,9 +276,7 @@ class VisionMamba(nn.Module):
         return self.pos_drop(x + pos), grid
 
     def _run_layer(self, layer: VimBlock, hidden: torch.Tensor, residual: Optional[torch.Tensor]):
-        if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
-            return torch.utils.checkpoint.checkpoint(layer, hidden, residual, use_reentrant=False)
-        return layer(hidden, residual)
+        return self._checkpointed(layer, hidden, residual)
 
     def _final_norm(self, hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         return self.norm_f(residual + self.drop_path(hidden))
