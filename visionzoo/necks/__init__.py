@@ -1,4 +1,6 @@
-"""Necks: registry-built modules that take a list of NCHW maps and return a list of NCHW maps."""
+"""Necks: registry-built modules that take a list of NCHW maps and return a list or tuple of NCHW maps."""
+from .efficientvit_fpn import EfficientViTFPN
+from .fpn import FPN, PAFPN
 from .simple_fpn import SimpleFeaturePyramid
 
-__all__ = ['SimpleFeaturePyramid']
+__all__ = ['EfficientViTFPN', 'FPN', 'PAFPN', 'SimpleFeaturePyramid']
