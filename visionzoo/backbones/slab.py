@@ -39,12 +39,15 @@ What differs from the official code:
 * parameters the official forward never uses (DeiT ``cls_token``, CSWin ``attns.*.scale``) do not exist here and
   are dropped by the filter, as are the buffers recomputed here (``relative_position_index``, ``attn_mask``).
 """
+import contextlib
 import math
+import threading
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
@@ -61,6 +64,23 @@ _MASKED = -100.  # additive attention mask value of the official Swin code
 
 
 # ------------------------------------------------------------------------------------------------------- PRepBN
+_RECOMPUTE = threading.local()
+
+
+@contextlib.contextmanager
+def _recomputing():
+    """Marks a gradient-checkpoint recomputation: PRepBN/RepBN then repeat the forward without side effects."""
+    _RECOMPUTE.active = True
+    try:
+        yield
+    finally:
+        _RECOMPUTE.active = False
+
+
+def _in_recompute() -> bool:
+    return getattr(_RECOMPUTE, 'active', False)
+
+
 class RepBN(nn.Module):
     """``BatchNorm(x) + alpha * x`` over the channels (last dim) of any (..., C) tensor."""
 
@@ -71,7 +91,14 @@ class RepBN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # BatchNorm1d on (tokens, C) has the statistics of the official (B, C, N) transpose, without the copies
-        return self.bn(x.reshape(-1, x.shape[-1])).view(x.shape) + self.alpha * x
+        tokens = x.reshape(-1, x.shape[-1])
+        bn = self.bn
+        if bn.training and _in_recompute():  # the same batch statistics; copies take the running-stat update
+            out = F.batch_norm(tokens, bn.running_mean.clone(), bn.running_var.clone(), bn.weight, bn.bias, True,
+                               0., bn.eps)
+        else:
+            out = bn(tokens)
+        return out.view(x.shape) + self.alpha * x
 
     def affine(self) -> Tuple[torch.Tensor, torch.Tensor]:
         """Eval-mode ``(scale, shift)``: RepBN(x) = scale·x + shift = (γ/σ + α)·x + (β − γμ/σ)."""
@@ -83,9 +110,11 @@ class RepBN(nn.Module):
 class PRepBN(nn.Module):
     """Progressive RepBN (official ``LinearNorm``): ``λ·LayerNorm(x) + (1 − λ)·RepBN(x)`` in training, RepBN in eval.
 
-    λ = ``iter / total_step``: ``iter`` starts at ``steps`` and drops by one per training forward down to 0 (after
-    ``warmup`` forwards with λ = 1). The counters are buffers, so a resumed run continues the schedule. Under
-    gradient checkpointing a recomputed forward steps the counters (and the BatchNorm statistics) a second time.
+    λ = ``iter / total_step``: ``iter`` starts at ``steps`` and drops by one per training forward down to 0, after
+    ``warmup`` forwards with λ = 1 (during which, unlike the official code, RepBN's running statistics already
+    update: no host sync per forward; no released config has a warm-up). The counters are buffers, so a resumed run
+    continues the schedule. A gradient-checkpoint recomputation (through the SLAB models' checkpointing) reuses the
+    forward's λ and steps nothing.
     """
 
     def __init__(self, dim: int, steps: int = 60000, warmup: int = 0, eps: float = 1e-5):
@@ -97,6 +126,7 @@ class PRepBN(nn.Module):
         self.register_buffer('total_step', torch.tensor(steps))
         self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.norm2 = RepBN(dim)
+        self._last_ratio: Optional[torch.Tensor] = None
 
     def ratio(self) -> torch.Tensor:
         """λ of the next training forward (a 0-dim float tensor; 1 during warm-up)."""
@@ -106,7 +136,10 @@ class PRepBN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return self.norm2(x)
-        lam = self.ratio()
+        if _in_recompute() and self._last_ratio is not None:
+            lam = self._last_ratio
+            return lam * self.norm1(x) + (1 - lam) * self.norm2(x)
+        lam = self._last_ratio = self.ratio()
         with torch.no_grad():  # step without a host sync: warm-up first, then iter, both stop at 0
             in_warmup = self.warm > 0
             self.iter.sub_((~in_warmup & (self.iter > 0)).to(self.iter.dtype))
@@ -670,6 +703,13 @@ class _SlabModel(ClassifierMixin, nn.Module):
         self.grad_checkpointing = False
         self.head = nn.Linear(num_features, num_classes) if num_classes > 0 else nn.Identity()
 
+    def _checkpointed(self, fn, *args):
+        """Activation checkpointing whose recomputation leaves the PRepBN schedule and BN statistics alone."""
+        if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
+            return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False,
+                                                     context_fn=lambda: (contextlib.nullcontext(), _recomputing()))
+        return fn(*args)
+
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Features from :meth:`forward_features` ((B, N, C) or (B, H, W, C)) -> logits (or pooled features)."""
         if self.global_pool == 'avg':
@@ -1095,7 +1135,7 @@ def checkpoint_filter_fn(state_dict: dict, model: nn.Module) -> dict:
             continue
         if k in own and v.ndim == 3 and v.shape[1] != own[k].shape[1] and \
                 (k.endswith('.positional_encoding') or k.split('.')[-1].startswith('pos_embed')):
-            v = _resize_tokens(v, _square(k, v.shape[1]), _target_grid(model, k))
+            v = _resize_tokens(v, _square(k, v.shape[1]), *_target_grid(model, k))
         out[k] = v
     return out
 
@@ -1107,12 +1147,13 @@ def _square(key: str, n: int) -> Grid:
     return side, side
 
 
-def _target_grid(model: nn.Module, key: str) -> Grid:
+def _target_grid(model: nn.Module, key: str) -> Tuple[Grid, str]:
+    """The grid a position-token parameter is laid out for in ``model``, and the mode the model resamples it with."""
     if key.endswith('.positional_encoding'):
-        return model.get_submodule(key.rsplit('.', 1)[0]).pe_grid
+        return model.get_submodule(key.rsplit('.', 1)[0]).pe_grid, 'bicubic'
     if key == 'pos_embed':
-        return model.pos_grid
-    return model.pos_grids[int(key[len('pos_embed'):]) - 1]
+        return model.pos_grid, 'bicubic'
+    return model.pos_grids[int(key[len('pos_embed'):]) - 1], 'bilinear'  # PVT's, as its official runtime resize
 
 
 # ------------------------------------------------------------------------------------------------ registration
