@@ -217,7 +217,7 @@ def test_any_input_size_and_per_stage_regions():
 
 @pytest.mark.parametrize('kwargs,pattern', [(dict(n_win=(7, 7)), 'n_win must be an int or a sequence of 4'),
                                             (dict(topks=(1, 4, 0, -2)), 'topk must be > 0'),
-                                            (dict(global_pool='max'), "global_pool must be one of 'avg', '', got 'max'")])
+                                            (dict(global_pool='max'), "global_pool must be one of .*got 'max'")])
 def test_bad_config_is_a_clear_error(kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):
         BiFormer(**dict(TINY, **kwargs))

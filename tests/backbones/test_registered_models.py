@@ -15,7 +15,7 @@ REQUIRED = ('input_size', 'crop_pct', 'interpolation', 'mean', 'std', 'first_con
 
 def test_every_family_is_registered():
     prefixes = {name.split('_')[0] for name in OURS}
-    assert {'vim', 'van'} <= prefixes, prefixes
+    assert {'vim', 'van', 'slab', 'biformer'} <= prefixes, prefixes
 
 
 @pytest.mark.parametrize('name', OURS)
