@@ -734,6 +734,32 @@ class _SlabModel(ClassifierMixin, nn.Module):
             raise ValueError(f'output_fmt must be one of {allowed}, got {output_fmt!r}')
 
 
+class _HierarchicalSlabModel(_SlabModel):
+    """PVT, Swin and CSWin: ``_stages(x, last)`` yields each stage's (B, H, W, C) map (strides 4, 8, 16, 32);
+    ``norm`` is the final norm (an identity for PVT, which has none)."""
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> normalised last-stage map (B, H', W', C)."""
+        for x in self._stages(x, self.num_stages - 1):
+            pass
+        return self.norm(x)
+
+    def forward_intermediates(self, x: torch.Tensor, indices: Optional[Union[int, List[int]]] = None,
+                              norm: bool = False, stop_early: bool = False, output_fmt: str = 'NCHW',
+                              intermediates_only: bool = False):
+        """Stage outputs (strides 4, 8, 16, 32), before the next downsampling; ``norm``: the final norm on the
+        last stage."""
+        self._check_fmt(output_fmt, ('NCHW', 'NHWC'))
+        take_indices, max_index = feature_take_indices(self.num_stages, indices)
+        last = max_index if stop_early and intermediates_only else self.num_stages - 1
+        intermediates = []
+        for i, x in enumerate(self._stages(x, last)):
+            if i in take_indices:
+                final = norm and i == self.num_stages - 1
+                intermediates.append(self._fmt(self.norm(x) if final else x, output_fmt))
+        return intermediates if intermediates_only else (self.norm(x), intermediates)
+
+
 def _check_divisible(x: torch.Tensor, divisor: int) -> None:
     h, w = x.shape[-2:]
     if h % divisor or w % divisor or h == 0 or w == 0:
@@ -831,7 +857,7 @@ class SlabVisionTransformer(_SlabModel):
 
 
 # ------------------------------------------------------------------------------------------------------- PVT
-class SlabPyramidVisionTransformer(_SlabModel):
+class SlabPyramidVisionTransformer(_HierarchicalSlabModel):
     """SLAB-PVT: four stages of (patch embedding + position embedding, SLA blocks), no final norm, average pooling.
 
     Stage i has ``patch_embed{i}``, ``pos_embed{i}`` and ``block{i}`` as official. Input sides must be multiples
@@ -867,6 +893,7 @@ class SlabPyramidVisionTransformer(_SlabModel):
                          dpr[sum(depths[:i]) + j], norm_layer) for j in range(depths[i])]))
             self.feature_info.append(dict(module=f'block{i + 1}', num_chs=dim, reduction=stride))
         self.pos_drop = nn.Dropout(drop_rate)
+        self.norm = nn.Identity()  # no final norm (no parameters: the official layout is unchanged)
         self._init_head(embed_dims[-1], num_classes, global_pool)
         for i in range(self.num_stages):
             trunc_normal_(getattr(self, f'pos_embed{i + 1}'), std=.02)
@@ -892,25 +919,6 @@ class SlabPyramidVisionTransformer(_SlabModel):
             x = self._stage(i, x if i == 0 else x.permute(0, 3, 1, 2))
             yield x
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> last-stage map (B, H/32, W/32, C)."""
-        for x in self._stages(x, self.num_stages - 1):
-            pass
-        return x
-
-    def forward_intermediates(self, x: torch.Tensor, indices: Optional[Union[int, List[int]]] = None,
-                              norm: bool = False, stop_early: bool = False, output_fmt: str = 'NCHW',
-                              intermediates_only: bool = False):
-        """Stage outputs (strides 4, 8, 16, 32); PVT has no final norm, so ``norm`` changes nothing."""
-        self._check_fmt(output_fmt, ('NCHW', 'NHWC'))
-        take_indices, max_index = feature_take_indices(self.num_stages, indices)
-        last = max_index if stop_early and intermediates_only else self.num_stages - 1
-        intermediates = []
-        for i, x in enumerate(self._stages(x, last)):
-            if i in take_indices:
-                intermediates.append(self._fmt(x, output_fmt))
-        return intermediates if intermediates_only else (x, intermediates)
-
     def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> List[int]:
         take_indices, max_index = feature_take_indices(self.num_stages, indices)
@@ -933,7 +941,7 @@ class SwinStage(nn.Module):
         self.downsample = downsample
 
 
-class SlabSwinTransformer(_SlabModel):
+class SlabSwinTransformer(_HierarchicalSlabModel):
     """SLAB-Swin: "L" stages of SLA in full-map windows, "S" stages of shifted-window softmax attention.
 
     Args:
@@ -998,30 +1006,13 @@ class SlabSwinTransformer(_SlabModel):
                 x = self._checkpointed(block, x)
             yield x
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> normalised last-stage map (B, H/32, W/32, C) (sides rounded up)."""
-        for x in self._stages(x, len(self.layers) - 1):
-            pass
-        return self.norm(x)
-
-    def forward_intermediates(self, x: torch.Tensor, indices: Optional[Union[int, List[int]]] = None,
-                              norm: bool = False, stop_early: bool = False, output_fmt: str = 'NCHW',
-                              intermediates_only: bool = False):
-        """Stage outputs (strides 4, 8, 16, 32), before patch merging; ``norm`` applies the final norm to the
-        last stage's output."""
-        self._check_fmt(output_fmt, ('NCHW', 'NHWC'))
-        num_stages = len(self.layers)
-        take_indices, max_index = feature_take_indices(num_stages, indices)
-        last = max_index if stop_early and intermediates_only else num_stages - 1
-        intermediates = []
-        for i, x in enumerate(self._stages(x, last)):
-            if i in take_indices:
-                intermediates.append(self._fmt(self.norm(x) if norm and i == num_stages - 1 else x, output_fmt))
-        return intermediates if intermediates_only else (self.norm(x), intermediates)
+    @property
+    def num_stages(self) -> int:
+        return len(self.layers)
 
     def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> List[int]:
-        take_indices, max_index = feature_take_indices(len(self.layers), indices)
+        take_indices, max_index = feature_take_indices(self.num_stages, indices)
         self.layers = self.layers[:max_index + 1]
         self.layers[-1].downsample = None
         if prune_norm:
@@ -1032,7 +1023,7 @@ class SlabSwinTransformer(_SlabModel):
 
 
 # ----------------------------------------------------------------------------------------------------- CSWin
-class SlabCSWinTransformer(_SlabModel):
+class SlabCSWinTransformer(_HierarchicalSlabModel):
     """SLAB-CSWin: conv stem, stages of CSWin blocks joined by stride-2 conv merges, final PRepBN, average pooling.
 
     "L" stages run one global SLA branch (positional encodings laid out for the stage map at ``img_size``); "S"
@@ -1084,26 +1075,6 @@ class SlabCSWinTransformer(_SlabModel):
             for block in getattr(self, f'stage{i + 1}'):
                 x = self._checkpointed(block, x)
             yield x
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> normalised last-stage map (B, H', W', C)."""
-        for x in self._stages(x, self.num_stages - 1):
-            pass
-        return self.norm(x)
-
-    def forward_intermediates(self, x: torch.Tensor, indices: Optional[Union[int, List[int]]] = None,
-                              norm: bool = False, stop_early: bool = False, output_fmt: str = 'NCHW',
-                              intermediates_only: bool = False):
-        """Stage outputs (strides 4, 8, 16, 32), before the next merge; ``norm``: final norm on the last stage."""
-        self._check_fmt(output_fmt, ('NCHW', 'NHWC'))
-        take_indices, max_index = feature_take_indices(self.num_stages, indices)
-        last = max_index if stop_early and intermediates_only else self.num_stages - 1
-        intermediates = []
-        for i, x in enumerate(self._stages(x, last)):
-            if i in take_indices:
-                final = norm and i == self.num_stages - 1
-                intermediates.append(self._fmt(self.norm(x) if final else x, output_fmt))
-        return intermediates if intermediates_only else (self.norm(x), intermediates)
 
     def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> List[int]:
