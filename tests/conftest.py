@@ -126,3 +126,20 @@ def synthetic_state_dict(keys, seed: int = 0) -> dict:
             t = 0.1 * t
         state_dict[key] = t
     return state_dict
+
+
+# ------------------------------------------------------------------------------------------- Triton interpreter
+def run_triton_worker(test_file: str, out_dir, backend_env: str):
+    """Run ``test_file --triton-worker OUT`` in a subprocess with ``TRITON_INTERPRET=1`` (the interpreter must be on
+    before Triton is first imported) and the op's backend override ``backend_env`` unset; returns what the worker
+    saved (inputs and results of every Triton case, written by that test file itself)."""
+    pytest.importorskip('triton', reason='triton is not installed')
+    path = os.path.join(str(out_dir), 'results.pt')
+    # the worker is a test file run as a script: it needs the repository and tests/ (for conftest) on its path
+    path_entries = [ROOT, os.path.join(ROOT, 'tests'), os.environ.get('PYTHONPATH', '')]
+    env = dict(os.environ, TRITON_INTERPRET='1', PYTHONPATH=os.pathsep.join(path_entries))
+    env.pop(backend_env, None)
+    result = subprocess.run([sys.executable, os.path.abspath(test_file), '--triton-worker', path],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return torch.load(path, weights_only=False)  # written by our own worker just now

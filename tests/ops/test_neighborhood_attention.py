@@ -7,19 +7,17 @@ run in one subprocess (this file with ``--triton-worker``) that saves inputs, ou
 happen here.
 """
 import importlib
-import os
-import subprocess
 import sys
 import warnings
 
 import pytest
 import torch
+from conftest import run_triton_worker
 
 from visionzoo.ops import neighborhood_attention
 
 torch_path = importlib.import_module('visionzoo.ops.neighborhood_attention.torch')  # the module, not PyTorch
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FP64_TOL = dict(rtol=1e-9, atol=1e-10)
 FP32_TOL = dict(rtol=1e-4, atol=1e-5)
 HALF_TOL = {torch.float16: dict(rtol=1e-2, atol=1e-2), torch.bfloat16: dict(rtol=5e-2, atol=5e-2)}
@@ -243,14 +241,7 @@ def _triton_worker(path):
 
 @pytest.fixture(scope='module')
 def triton_results(tmp_path_factory):
-    pytest.importorskip('triton')
-    path = tmp_path_factory.mktemp('triton') / 'results.pt'
-    env = dict(os.environ, TRITON_INTERPRET='1', PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
-    env.pop('VISIONZOO_NA_BACKEND', None)
-    result = subprocess.run([sys.executable, os.path.abspath(__file__), '--triton-worker', str(path)],
-                            capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    return torch.load(path, weights_only=False)
+    return run_triton_worker(__file__, tmp_path_factory.mktemp('triton'), 'VISIONZOO_NA_BACKEND')
 
 
 @pytest.mark.parametrize('name', [c[0] for c in TRITON_CASES])

@@ -7,19 +7,17 @@ run in one subprocess (this file with ``--triton-worker``) that saves inputs and
 here.
 """
 import importlib
-import os
-import subprocess
 import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import run_triton_worker
 
 from visionzoo.ops.routing_attention import region_routing, routing_attention
 
 torch_path = importlib.import_module('visionzoo.ops.routing_attention.torch')  # the module, not PyTorch
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FP64_TOL = dict(rtol=1e-9, atol=1e-10)
 FP32_TOL = dict(rtol=1e-4, atol=1e-5)
 HALF_TOL = {torch.float16: dict(rtol=1e-2, atol=1e-2), torch.bfloat16: dict(rtol=5e-2, atol=5e-2)}
@@ -271,14 +269,7 @@ def _triton_worker(path):
 
 @pytest.fixture(scope='module')
 def triton_results(tmp_path_factory):
-    pytest.importorskip('triton')
-    path = tmp_path_factory.mktemp('triton') / 'results.pt'
-    env = dict(os.environ, TRITON_INTERPRET='1', PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
-    env.pop('VISIONZOO_BRA_BACKEND', None)
-    result = subprocess.run([sys.executable, os.path.abspath(__file__), '--triton-worker', str(path)],
-                            capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    return torch.load(path, weights_only=False)
+    return run_triton_worker(__file__, tmp_path_factory.mktemp('triton'), 'VISIONZOO_BRA_BACKEND')
 
 
 @pytest.mark.parametrize('name', [c[0] for c in TRITON_CASES])

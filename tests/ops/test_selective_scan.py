@@ -5,13 +5,12 @@ they run in one subprocess (this file with ``--triton-worker``) that saves input
 comparisons happen here.
 """
 import importlib.util
-import os
-import subprocess
 import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import run_triton_worker
 
 from visionzoo.ops import selective_scan, selective_scan_bidirectional
 
@@ -21,7 +20,6 @@ FP32_TOL = dict(rtol=6e-4, atol=2e-3)  # mamba-ssm's tests, float32
 BF16_TOL = dict(rtol=3e-2, atol=5e-2)  # mamba-ssm's tests, bfloat16
 FP16_TOL = dict(rtol=3e-3, atol=5e-3)  # mamba-ssm's tests, float16
 NAMES = ('u', 'delta', 'A', 'B', 'C', 'D', 'z', 'delta_bias')
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 # ----------------------------------------------------------------------------------------------------------- inputs
@@ -376,15 +374,7 @@ def _triton_worker(path):
 
 @pytest.fixture(scope='module')
 def triton_results(tmp_path_factory):
-    pytest.importorskip('triton')
-    path = tmp_path_factory.mktemp('triton') / 'results.pt'
-    env = dict(os.environ, TRITON_INTERPRET='1',
-               PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
-    env.pop('VISIONZOO_SCAN_BACKEND', None)
-    result = subprocess.run([sys.executable, os.path.abspath(__file__), '--triton-worker', str(path)],
-                            capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    return torch.load(path, weights_only=False)
+    return run_triton_worker(__file__, tmp_path_factory.mktemp('triton'), 'VISIONZOO_SCAN_BACKEND')
 
 
 @pytest.mark.parametrize('name', [c[0] for c in TRITON_CASES])
