@@ -15,9 +15,11 @@ Two tables, every number measured in this run:
   vs ``mobilevit_xxs`` (paper: 3.7x), SHViT-S4 vs ``mobilevitv2_100`` at 256x256 (paper: 8.1x). The ratio is our
   throughput over the rival's, for our model unfused and fused; the papers' numbers come from their own CPUs.
 
-Every (model, fused, measurement) runs in a fresh subprocess (``benchmark_ops.run_worker``): time is the best of
-``--repeats`` forward passes after a warm-up pass; peak memory is the growth of the peak resident set over one
-forward pass, measured in a separate process with a fixed mmap threshold. Random weights: BatchNorm statistics are
+Times come from one fresh subprocess per row (``benchmark_ops.run_worker``) that builds every model of the row and
+interleaves their forward passes (a warm-up round, then ``--repeats`` rounds; the best pass of each counts), so
+that the machine's slow stretches hit all of them alike: on a shared 2-core VM, separate processes timed minutes
+apart disagree by 30% or more. Peak memory is the growth of the peak resident set over one forward pass, each
+model in its own process with a fixed mmap threshold. Random weights: BatchNorm statistics are
 made non-trivial first (fusion does the same work either way). Run it on an idle machine; a second process
 competing for the cores changes CPU timings by 2x or more.
 """
@@ -25,6 +27,7 @@ import argparse
 import json
 import os
 import sys
+import time
 
 import torch
 
@@ -32,7 +35,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-from benchmark_ops import peak_memory, run_worker, time_path  # noqa: E402  (tools/ is on sys.path when this script runs)
+from benchmark_ops import peak_memory, run_worker  # noqa: E402  (tools/ is on sys.path when this script runs)
 
 DEFAULT_MODELS = ('efficientvit_m2', 'efficientvit_m5', 'shvit_s4', 'mambaout_femto', 'van_b0', 'slab_deit_tiny',
                   'slab_swin_tiny', 'biformer_tiny', 'vim_tiny')
@@ -64,69 +67,81 @@ def default_size(name: str) -> int:
     return timm.get_pretrained_cfg(name).input_size[-1]
 
 
-def worker(name: str, size: int, batch: int, fused: bool, repeats: int, mode: str) -> dict:
-    """(In a fresh subprocess) ``mode='memory'``: peak memory of one forward pass; ``'time'``: best forward time."""
-    model = build(name, fused)
+def worker(variants, size: int, batch: int, repeats: int, mode: str) -> dict:
+    """(In a fresh subprocess) ``mode='memory'``: peak memory of one forward pass of the single variant;
+    ``'time'``: every variant's best forward time, the variants' runs interleaved (one pass of each per round,
+    after a warm-up round) so that a slow stretch of the machine hits all of them alike."""
     x = torch.randn(batch, 3, size, size)
-
-    def run():
-        return model(x)
-
+    models = {v: build(v.split(':')[0], v.endswith(':fused')) for v in variants}
     if mode == 'memory':
-        return {'peak_bytes': peak_memory(run, [], 'cpu', backward=False)}
-    best, _ = time_path(run, [], 'cpu', repeats, warmup=True, backward=False)
-    return {'images_per_s': batch / best}
+        (model,) = models.values()
+        return {'peak_bytes': peak_memory(lambda: model(x), [], 'cpu', backward=False)}
+    best = {v: float('inf') for v in variants}
+    with torch.no_grad():
+        for round_ in range(repeats + 1):
+            for v, model in models.items():
+                start = time.perf_counter()
+                model(x)
+                if round_:  # round 0 warms up
+                    best[v] = min(best[v], time.perf_counter() - start)
+    return {v: batch / t for v, t in best.items()}
 
 
-def measure(name: str, size: int, fused: bool, args, memory: bool = True):
-    result = {}
-    for mode in ('memory', 'time') if memory else ('time',):
-        cmd = [sys.executable, os.path.abspath(__file__), '--worker', name, '--mode', mode, '--size', str(size),
-               '--batch', str(args.batch), '--repeats', str(args.repeats), '--threads', str(args.threads)] + \
-            (['--fused'] if fused else [])
-        part = run_worker(cmd, f'{name} at {size} ({"fused" if fused else "unfused"}, {mode})',
-                          fixed_mmap_threshold=mode == 'memory')
-        if part is None:
-            return None
-        result.update(part)
-    return result
+def _run(variants, size, args, mode):
+    cmd = [sys.executable, os.path.abspath(__file__), '--worker', *variants, '--mode', mode, '--size', str(size),
+           '--batch', str(args.batch), '--repeats', str(args.repeats), '--threads', str(args.threads)]
+    return run_worker(cmd, f'{", ".join(variants)} at {size} ({mode})', fixed_mmap_threshold=mode == 'memory')
+
+
+def measure(names, size, args):
+    """Images/s of each ``name:unfused`` / ``name:fused`` variant, timed interleaved in one process, and the peak
+    memory of each in a process of its own; None where a run failed."""
+    speed = _run(names, size, args, 'time')
+    if speed is None:
+        return None
+    out = {}
+    for v in names:
+        memory = _run([v], size, args, 'memory')
+        out[v] = dict(images_per_s=speed[v], peak_bytes=memory['peak_bytes'] if memory else None)
+    return out
 
 
 def _fmt(value, spec):
     return format(value, spec) if value is not None else '-'
 
 
-def fusion_table(models, args, cache):
+def _mb(r):
+    return f'{r["peak_bytes"] / 2**20:.0f}' if r['peak_bytes'] is not None else '-'
+
+
+def fusion_table(models, args):
     print(f'\n## fusion: images/s and peak MB of one forward pass, batch {args.batch}')
     print(f'{"model":>18} {"size":>5} {"unfused img/s":>14} {"fused img/s":>12} {"fused/unfused":>14} '
           f'{"unfused MB":>11} {"fused MB":>9}')
     for name in models:
         size = default_size(name)
-        plain = cache.setdefault((name, size, False), measure(name, size, False, args))
-        fused = cache.setdefault((name, size, True), measure(name, size, True, args))
-        if plain is None or fused is None:
+        r = measure([f'{name}:unfused', f'{name}:fused'], size, args)
+        if r is None:
             print(f'{name:>18} {size:>5} {"failed":>14}')
             continue
+        plain, fused = r[f'{name}:unfused'], r[f'{name}:fused']
         print(f'{name:>18} {size:>5} {plain["images_per_s"]:>14.1f} {fused["images_per_s"]:>12.1f} '
-              f'{fused["images_per_s"] / plain["images_per_s"]:>13.2f}x {plain["peak_bytes"] / 2**20:>11.0f} '
-              f'{fused["peak_bytes"] / 2**20:>9.0f}')
+              f'{fused["images_per_s"] / plain["images_per_s"]:>13.2f}x {_mb(plain):>11} {_mb(fused):>9}')
 
 
-def pairs_table(args, cache):
+def pairs_table(args):
     print(f'\n## papers\' CPU comparisons: our throughput / the rival\'s, batch {args.batch}')
     print(f'{"ours":>16} {"rival":>22} {"size":>5} {"ours img/s":>11} {"fused img/s":>12} {"rival img/s":>12} '
           f'{"ratio":>7} {"fused ratio":>12} {"paper":>6}')
     for ours, rival, size, paper in PAIRS:
-        plain = cache.setdefault((ours, size, False), measure(ours, size, False, args))
-        fused = cache.setdefault((ours, size, True), measure(ours, size, True, args))
-        other = cache.setdefault((rival, size, False), measure(rival, size, False, args))
-        if None in (plain, fused, other):
+        r = measure([f'{ours}:unfused', f'{ours}:fused', f'{rival}:unfused'], size, args)
+        if r is None:
             print(f'{ours:>16} {rival:>22} {size:>5} {"failed":>11}')
             continue
-        base = other['images_per_s']
-        print(f'{ours:>16} {rival:>22} {size:>5} {plain["images_per_s"]:>11.1f} {fused["images_per_s"]:>12.1f} '
-              f'{base:>12.1f} {plain["images_per_s"] / base:>6.2f}x {fused["images_per_s"] / base:>11.2f}x '
-              f'{paper:>5.2f}x')
+        plain, fused = r[f'{ours}:unfused']['images_per_s'], r[f'{ours}:fused']['images_per_s']
+        base = r[f'{rival}:unfused']['images_per_s']
+        print(f'{ours:>16} {rival:>22} {size:>5} {plain:>11.1f} {fused:>12.1f} {base:>12.1f} {plain / base:>6.2f}x '
+              f'{fused / base:>11.2f}x {paper:>5.2f}x')
 
 
 def main(argv=None):
@@ -134,16 +149,15 @@ def main(argv=None):
     parser.add_argument('--models', nargs='+', default=None, help='timm model names (default: one per family)')
     parser.add_argument('--batch', type=int, default=16)
     parser.add_argument('--threads', type=int, default=1, help='torch CPU threads (default 1)')
-    parser.add_argument('--repeats', type=int, default=3)
+    parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--no-pairs', action='store_true', help='skip the papers\' comparisons')
-    parser.add_argument('--worker', help=argparse.SUPPRESS)
+    parser.add_argument('--worker', nargs='+', help=argparse.SUPPRESS)
     parser.add_argument('--mode', choices=('memory', 'time'), default='time', help=argparse.SUPPRESS)
     parser.add_argument('--size', type=int, help=argparse.SUPPRESS)
-    parser.add_argument('--fused', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.worker:
-        print(json.dumps(worker(args.worker, args.size, args.batch, args.fused, args.repeats, args.mode)))
+        print(json.dumps(worker(args.worker, args.size, args.batch, args.repeats, args.mode)))
         return
 
     import timm
@@ -155,10 +169,9 @@ def main(argv=None):
         parser.error(f'--models: unknown timm models: {", ".join(unknown)}')
     print(f'# CPU inference, {args.threads} threads, best of {args.repeats}; torch {torch.__version__}, '
           f'timm {timm.__version__}')
-    cache = {}
-    fusion_table(models, args, cache)
+    fusion_table(models, args)
     if not args.no_pairs:
-        pairs_table(args, cache)
+        pairs_table(args)
 
 
 if __name__ == '__main__':
