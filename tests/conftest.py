@@ -143,3 +143,31 @@ def run_triton_worker(test_file: str, out_dir, backend_env: str):
                             capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return torch.load(path, weights_only=False)  # written by our own worker just now
+
+
+def compile_triton_kernel_for_cuda(module: str, kernel: str, constexprs: dict, ptr_type, scalar_type=lambda p: 'i32'):
+    """Compile ``module.kernel`` ahead of time for sm_90 (no GPU needed) and check a CUDA binary came out: catches what
+    the interpreter accepts but the compiler rejects. ``ptr_type(name)`` and ``scalar_type(name)`` give the Triton
+    type of each ``*_ptr`` and other non-constexpr argument (e.g. ``'*bf16'``, ``'i32'``)."""
+    pytest.importorskip('triton', reason='triton is not installed')
+    path = importlib.import_module(module)
+    if path.interpreting():
+        pytest.skip('this process runs Triton in interpreter mode')
+    try:
+        import inspect
+
+        from triton import compile as triton_compile
+        from triton.backends.compiler import GPUTarget
+        from triton.compiler import ASTSource
+    except ImportError as e:
+        pytest.skip(f'this Triton has no ahead-of-time compile API: {e}')
+    fn = getattr(path, kernel)
+    params = list(inspect.signature(fn.fn).parameters)
+    signature = {p: 'constexpr' if p in constexprs else ptr_type(p) if p.endswith('_ptr') else scalar_type(p)
+                 for p in params}
+    source = ASTSource(fn=fn, signature=signature, constexprs={(params.index(k),): v for k, v in constexprs.items()})
+    try:
+        compiled = triton_compile(source, target=GPUTarget('cuda', 90, 32), options={'num_warps': 4})
+    except FileNotFoundError as e:  # a Triton build without the bundled ptxas
+        pytest.skip(f'no CUDA assembler: {e}')
+    assert len(compiled.asm['cubin']) > 0 and '.entry' in compiled.asm['ptx']

@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import run_triton_worker
+from conftest import compile_triton_kernel_for_cuda, run_triton_worker
 
 from visionzoo.ops.routing_attention import region_routing, routing_attention
 
@@ -295,37 +295,14 @@ def test_triton_on_cuda_matches_reference(dtype, tol):
 @pytest.mark.parametrize('kernel', ['fwd', 'bwd'])
 @pytest.mark.parametrize('dtype', ['fp32', 'bf16'])
 def test_triton_kernels_compile_for_cuda(kernel, dtype):
-    """Compile the kernels to a CUDA binary (sm_90, no GPU needed): catches what the interpreter accepts but the
-    compiler rejects (dot shapes, atomics on 2-D blocks, constexpr branches, casts)."""
-    pytest.importorskip('triton')
-    from visionzoo.ops.routing_attention import triton as triton_path
-    if triton_path.interpreting():
-        pytest.skip('this process runs Triton in interpreter mode')
-    import inspect
-
-    from triton import compile as triton_compile
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-    fn = {'fwd': triton_path._bra_fwd_kernel, 'bwd': triton_path._bra_bwd_kernel}[kernel]
-    params = list(inspect.signature(fn.fn).parameters)
+    """The kernels compile for CUDA (dot shapes, atomics on 2-D blocks, constexpr branches, casts)."""
     constexprs = dict(FP32_DOT=dtype == 'fp32', BLOCK_M=64, BLOCK_N=64, BLOCK_DQK=32, BLOCK_DV=32)
     fp32_ptrs = {'lse_ptr', 'delta_ptr', 'dk_ptr', 'dv_ptr'}
-    signature = {}
-    for p in params:
-        if p in constexprs:
-            signature[p] = 'constexpr'
-        elif p == 'idx_ptr':
-            signature[p] = '*i64'
-        elif p.endswith('_ptr'):
-            signature[p] = '*fp32' if p in fp32_ptrs else f'*{dtype}'
-        else:
-            signature[p] = 'fp32' if 'scale' in p else 'i32'
-    source = ASTSource(fn=fn, signature=signature, constexprs={(params.index(k),): v for k, v in constexprs.items()})
-    try:
-        compiled = triton_compile(source, target=GPUTarget('cuda', 90, 32), options={'num_warps': 4})
-    except FileNotFoundError as e:  # a Triton build without the bundled ptxas
-        pytest.skip(f'no CUDA assembler: {e}')
-    assert len(compiled.asm['cubin']) > 0 and '.entry' in compiled.asm['ptx']
+
+    def ptr_type(p):
+        return '*i64' if p == 'idx_ptr' else '*fp32' if p in fp32_ptrs else f'*{dtype}'
+    compile_triton_kernel_for_cuda('visionzoo.ops.routing_attention.triton', f'_bra_{kernel}_kernel', constexprs,
+                                   ptr_type, lambda p: 'fp32' if 'scale' in p else 'i32')
 
 
 if __name__ == '__main__' and len(sys.argv) == 3 and sys.argv[1] == '--triton-worker':

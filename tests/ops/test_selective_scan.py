@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import run_triton_worker
+from conftest import compile_triton_kernel_for_cuda, run_triton_worker
 
 from visionzoo.ops import selective_scan, selective_scan_bidirectional
 
@@ -417,41 +417,12 @@ def test_triton_on_cuda_matches_reference(dtype, tol, b_form, groups, reverse):
 
 @pytest.mark.parametrize('kernel', ['fwd', 'bwd'])
 def test_triton_kernels_compile_for_cuda(kernel):
-    """Compile the kernels to a CUDA binary (sm_90, no GPU needed): catches what the interpreter accepts but the
-    compiler rejects (scan over the last axis of a 3-D tile, reverse scans, constexpr branches, casts)."""
-    pytest.importorskip('triton')
-    from visionzoo.ops.selective_scan import triton as triton_path
-    if triton_path.interpreting():
-        pytest.skip('this process runs Triton in interpreter mode')
-    try:
-        import inspect
-
-        from triton import compile as triton_compile
-        from triton.backends.compiler import GPUTarget
-        from triton.compiler import ASTSource
-    except ImportError as e:
-        pytest.skip(f'this Triton has no ahead-of-time compile API: {e}')
-    fn = {'fwd': triton_path._selective_scan_fwd_kernel, 'bwd': triton_path._selective_scan_bwd_kernel}[kernel]
-    params = list(inspect.signature(fn.fn).parameters)
+    """The kernels compile for CUDA (scan over the last axis of a 3-D tile, reverse scans, constexpr branches)."""
     fp32_ptrs = {'A_ptr', 'D_ptr', 'bias_ptr', 'state_ptr', 'dA_ptr', 'dB_ptr', 'dC_ptr', 'dD_ptr', 'dbias_ptr'}
     constexprs = dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, VAR_B=True, VAR_C=False, REVERSE=True,
                       BLOCK_D=2, BLOCK_N=16, BLOCK_L=64)
-    signature = {}
-    for p in params:
-        if p in constexprs:
-            signature[p] = 'constexpr'
-        elif p.endswith('_ptr'):
-            signature[p] = '*fp32' if p in fp32_ptrs else '*bf16'
-        else:
-            signature[p] = 'i32'
-    source = ASTSource(fn=fn, signature=signature,
-                       constexprs={(params.index(k),): v for k, v in constexprs.items()})
-    try:
-        compiled = triton_compile(source, target=GPUTarget('cuda', 90, 32), options={'num_warps': 4})
-    except FileNotFoundError as e:  # a Triton build without the bundled ptxas
-        pytest.skip(f'no CUDA assembler: {e}')
-    assert len(compiled.asm['cubin']) > 0
-    assert '.entry' in compiled.asm['ptx']
+    compile_triton_kernel_for_cuda('visionzoo.ops.selective_scan.triton', f'_selective_scan_{kernel}_kernel',
+                                   constexprs, lambda p: '*fp32' if p in fp32_ptrs else '*bf16')
 
 
 if __name__ == '__main__' and len(sys.argv) == 3 and sys.argv[1] == '--triton-worker':

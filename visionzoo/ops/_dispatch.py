@@ -1,12 +1,25 @@
 """Backend choice shared by the ops: the ``backend=`` argument, else an environment variable, else ``'auto'``."""
+import functools
+import importlib
 import os
+from types import ModuleType
 from typing import Callable, Optional, Sequence
 
 import torch
 
-__all__ = ['requested_backend', 'pick_backend', 'TRITON_FLOATS']
+__all__ = ['requested_backend', 'pick_backend', 'triton_path', 'TRITON_FLOATS']
 
 TRITON_FLOATS = (torch.float16, torch.bfloat16, torch.float32)
+
+
+@functools.lru_cache(maxsize=None)
+def triton_path(package: str) -> Optional[ModuleType]:
+    """The Triton path module of an op package (``<package>.triton``), imported on first use; None when Triton is
+    not installed."""
+    try:
+        return importlib.import_module('.triton', package)
+    except ImportError:
+        return None
 
 
 def requested_backend(backend: Optional[str], env_var: str, choices: Sequence[str]) -> str:

@@ -14,14 +14,12 @@ Choice of path: the ``backend`` argument if given, else the environment variable
 (``triton``, ``torch``, ``reference`` or ``auto``), else ``auto`` (Triton for CUDA tensors when available, PyTorch
 otherwise).
 """
-import functools
-import importlib
 import numbers
 from typing import Optional, Sequence, Tuple, Union
 
 import torch as _torch  # ``torch`` names the sibling module .torch in this package
 
-from .._dispatch import pick_backend
+from .._dispatch import pick_backend, triton_path
 from .reference import neighborhood_attention_reference
 from .torch import neighborhood_attention_torch
 
@@ -33,13 +31,9 @@ _FLOATS = (_torch.float16, _torch.bfloat16, _torch.float32, _torch.float64)
 _LAYOUTS = {1: '(batch, length, heads, dim)', 2: '(batch, x, y, heads, dim)', 3: '(batch, x, y, z, heads, dim)'}
 
 
-@functools.lru_cache(maxsize=None)
 def _triton():
     """The Triton path module, imported on first use (None when Triton is not installed)."""
-    try:
-        return importlib.import_module('.triton', __name__)
-    except ImportError:
-        return None
+    return triton_path(__name__)
 
 
 def triton_available() -> bool:

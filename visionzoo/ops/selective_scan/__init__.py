@@ -12,12 +12,11 @@ Choice of path: the ``backend`` argument if given, else the environment variable
 (``triton``, ``torch``, ``reference`` or ``auto``), else ``auto`` (Triton for CUDA tensors when available, PyTorch
 otherwise).
 """
-import importlib
 from typing import Optional, Tuple, Union
 
 import torch as _torch  # ``torch`` names the sibling module .torch in this package
 
-from .._dispatch import pick_backend
+from .._dispatch import pick_backend, triton_path
 from .reference import selective_scan_reference
 from .torch import selective_scan_torch
 
@@ -28,18 +27,9 @@ BACKENDS = ('auto', 'triton', 'torch', 'reference')
 ENV_BACKEND = 'VISIONZOO_SCAN_BACKEND'
 _FLOATS = (_torch.float16, _torch.bfloat16, _torch.float32, _torch.float64)
 
-_triton_module = None
-
-
 def _triton():
     """The Triton path module, imported on first use (None when Triton is not installed)."""
-    global _triton_module
-    if _triton_module is None:
-        try:
-            _triton_module = importlib.import_module('.triton', __name__)
-        except ImportError:
-            _triton_module = False
-    return _triton_module or None
+    return triton_path(__name__)
 
 
 def triton_available() -> bool:
