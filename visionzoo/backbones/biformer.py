@@ -27,13 +27,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import DropPath, trunc_normal_
+from timm.layers import DropPath
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
 from ..ops.routing_attention import routing_attention
 from ._checkpoint import unwrap_state_dict
-from ._contract import ClassifierMixin
+from ._contract import ClassifierMixin, init_linear_trunc_normal
 
 __all__ = ['BiFormer', 'BiFormerBlock', 'BiLevelRoutingAttention', 'AttentionLePE', 'checkpoint_filter_fn']
 
@@ -243,18 +243,7 @@ class BiFormer(ClassifierMixin, nn.Module):
         self.norm = nn.BatchNorm2d(embed_dims[-1])
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dims[-1], num_classes) if num_classes > 0 else nn.Identity()
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        """Official initialisation: truncated normal (std 0.02) Linear weights with zero bias; LayerNorm 1/0."""
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        self.apply(init_linear_trunc_normal)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set:
@@ -278,15 +267,6 @@ class BiFormer(ClassifierMixin, nn.Module):
         for i in range(len(self.stages)):
             x = _nchw(self._stage(i, x))
         return self.norm(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if self.global_pool == 'avg':
-            x = x.mean((2, 3))
-        x = self.head_drop(x)
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
     def forward_intermediates(self, x: torch.Tensor, indices: Optional[Union[int, List[int]]] = None,
                               norm: bool = False, stop_early: bool = False, output_fmt: str = 'NCHW',

@@ -54,7 +54,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models._features import feature_take_indices
 
 from ._checkpoint import unwrap_state_dict
-from ._contract import ClassifierMixin
+from ._contract import ClassifierMixin, init_linear_trunc_normal
 
 __all__ = ['RepBN', 'PRepBN', 'ChannelAffine', 'simplified_linear_attention', 'SlabVisionTransformer',
            'SlabPyramidVisionTransformer', 'SlabSwinTransformer', 'SlabCSWinTransformer', 'checkpoint_filter_fn']
@@ -683,16 +683,6 @@ def _linspace(rate: float, n: int) -> List[float]:
     return [rate * i / (n - 1) if n > 1 else 0. for i in range(n)]
 
 
-def _init_weights(module: nn.Module) -> None:
-    if isinstance(module, nn.Linear):
-        trunc_normal_(module.weight, std=.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
-
-
 class _SlabModel(ClassifierMixin, nn.Module):
     """Classifier plumbing shared by the four architectures (average pooling over the tokens, linear head)."""
 
@@ -715,9 +705,6 @@ class _SlabModel(ClassifierMixin, nn.Module):
         if self.global_pool == 'avg':
             x = x.mean(dim=tuple(range(1, x.ndim - 1)))
         return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
     @staticmethod
     def _fmt(x: torch.Tensor, output_fmt: str) -> torch.Tensor:
@@ -805,7 +792,7 @@ class SlabVisionTransformer(_SlabModel):
                              for i in range(depth)]
         self._init_head(embed_dim, num_classes, global_pool)
         trunc_normal_(self.pos_embed, std=.02)
-        self.apply(_init_weights)
+        self.apply(init_linear_trunc_normal)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set:
@@ -897,7 +884,7 @@ class SlabPyramidVisionTransformer(_HierarchicalSlabModel):
         self._init_head(embed_dims[-1], num_classes, global_pool)
         for i in range(self.num_stages):
             trunc_normal_(getattr(self, f'pos_embed{i + 1}'), std=.02)
-        self.apply(_init_weights)
+        self.apply(init_linear_trunc_normal)
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict:
@@ -984,7 +971,7 @@ class SlabSwinTransformer(_HierarchicalSlabModel):
         num_features = embed_dim * 2 ** (len(depths) - 1)
         self.norm = norm_layer(num_features)
         self._init_head(num_features, num_classes, global_pool)
-        self.apply(_init_weights)
+        self.apply(init_linear_trunc_normal)
 
     @torch.jit.ignore
     def no_weight_decay_keywords(self) -> set:
@@ -1061,7 +1048,7 @@ class SlabCSWinTransformer(_HierarchicalSlabModel):
             self.feature_info.append(dict(module=f'stage{i + 1}', num_chs=dim, reduction=4 * 2 ** i))
         self.norm = norm_layer(dim)
         self._init_head(dim, num_classes, global_pool)
-        self.apply(_init_weights)
+        self.apply(init_linear_trunc_normal)
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict:

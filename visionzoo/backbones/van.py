@@ -24,13 +24,13 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 from timm.data import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
-from timm.layers import DropPath, LayerNorm2d, trunc_normal_
+from timm.layers import DropPath, LayerNorm2d
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
 from ..layers.fuse import bn_affine, fold_affine_before, fold_bn_into
 from ._checkpoint import rename_keys, unwrap_state_dict
-from ._contract import ClassifierMixin
+from ._contract import ClassifierMixin, init_linear_trunc_normal
 
 __all__ = ['VisualAttentionNetwork', 'VanBlock', 'FusedVanBlock', 'LargeKernelAttention', 'checkpoint_filter_fn']
 
@@ -243,10 +243,8 @@ class VisualAttentionNetwork(ClassifierMixin, nn.Module):
             nn.init.normal_(m.weight, 0., (2. / fan_out) ** 0.5)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+        else:
+            init_linear_trunc_normal(m)
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict:
@@ -267,15 +265,6 @@ class VisualAttentionNetwork(ClassifierMixin, nn.Module):
         for i in range(self.num_stages):
             x = self._stage(i, x)
         return x
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if self.global_pool == 'avg':
-            x = x.mean(dim=(2, 3))
-        x = self.head_drop(x)
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
     def forward_intermediates(self, x: torch.Tensor, indices: Optional[Union[int, List[int]]] = None,
                               norm: bool = False, stop_early: bool = False, output_fmt: str = 'NCHW',
