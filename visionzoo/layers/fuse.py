@@ -126,7 +126,7 @@ def _fold_sequential(seq: nn.Sequential) -> None:
     names = list(seq._modules)
     for first, second in zip(names, names[1:]):
         a, b = seq._modules[first], seq._modules[second]
-        if isinstance(a, (nn.Linear,) + _Conv) and _foldable_after(a, b):
+        if _foldable_after(a, b):
             seq._modules[first], seq._modules[second] = fold_bn_into(a, b), nn.Identity()
         elif _foldable_before(a, b):
             seq._modules[first], seq._modules[second] = nn.Identity(), fold_affine_before(*bn_affine(a), b)
