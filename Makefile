@@ -11,6 +11,9 @@ REFERENCE_PKGS := mamba-ssm==2.3.2.post1 einops==0.8.2 natten==0.21.7
 # mmpretrain's VAN is the VAN reference; its import-time needs, installed without the rest of its dependency tree
 MMPRETRAIN_PKGS := mmpretrain==1.2.0 mmcv-lite==2.1.0 importlib_metadata==8.7.0 zipp==4.1.2 mat4py==0.6.0 \
 	modelindex==0.0.2 model-index==0.1.11 ordered-set==4.1.0 Markdown==3.11.3 click==8.5.1
+# a real COCO instances file (3 VOC photos, 12 polygons) for the evaluation tests; only the labelme sdist ships it
+LABELME_VERSION := 6.3.1
+LABELME_COCO := .cache/labelme-$(LABELME_VERSION)/examples/instance_segmentation/data_dataset_coco/annotations.json
 DEMO_CONFIG := configs/classification/demo_shapes_resnet10t.py
 DEMO_DIR := work_dirs/demo_$(shell date +%Y%m%d_%H%M%S)
 
@@ -32,7 +35,14 @@ $(STAMP): $(VENV)/bin/python setup.py pyproject.toml Makefile
 
 install: $(STAMP)
 
-test: install
+$(LABELME_COCO): | $(VENV)/bin/python
+	mkdir -p .cache/downloads
+	$(PIP) download --quiet --no-deps --no-binary :all: labelme==$(LABELME_VERSION) -d .cache/downloads
+	tar xzf .cache/downloads/labelme-$(LABELME_VERSION).tar.gz -C .cache \
+		labelme-$(LABELME_VERSION)/examples/instance_segmentation/data_dataset_coco
+	touch $@
+
+test: install $(LABELME_COCO)
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=15 tests
 
 demo: install

@@ -22,7 +22,8 @@ setup(
         'tqdm',
     ],
     extras_require={
-        'test': ['pytest>=7', 'pytest-xdist'],
+        'test': ['pytest>=7', 'pytest-xdist', 'faster-coco-eval>=1.6'],
+        'coco': ['faster-coco-eval>=1.6'],
     },
     license='Apache-2.0',
 )

@@ -171,3 +171,18 @@ def compile_triton_kernel_for_cuda(module: str, kernel: str, constexprs: dict, p
     except FileNotFoundError as e:  # a Triton build without the bundled ptxas
         pytest.skip(f'no CUDA assembler: {e}')
     assert len(compiled.asm['cubin']) > 0 and '.entry' in compiled.asm['ptx']
+
+
+# ------------------------------------------------------------------------------------------------- real COCO data
+LABELME_COCO_DIR = os.path.join(ROOT, '.cache', 'labelme-6.3.1', 'examples', 'instance_segmentation',
+                                'data_dataset_coco')
+
+
+@pytest.fixture(scope='session')
+def labelme_coco():
+    """The COCO instances file of the labelme 6.3.1 sdist (3 VOC photos, 12 polygon instances; image, category and
+    annotation ids start at 0): ``dict(ann_file=..., img_dir=...)``. ``make test`` downloads and unpacks it."""
+    ann_file = os.path.join(LABELME_COCO_DIR, 'annotations.json')
+    if not os.path.isfile(ann_file):
+        pytest.skip(f'{ann_file} is missing: `make test` downloads the labelme 6.3.1 sdist that ships it')
+    return dict(ann_file=ann_file, img_dir=LABELME_COCO_DIR)
