@@ -20,3 +20,7 @@ class DatasetError(VisionzooError, ValueError):
 
 class CheckpointError(VisionzooError, ValueError):
     """A checkpoint file is missing, unreadable or does not fit the model."""
+
+
+class NonFiniteLossError(VisionzooError, FloatingPointError):
+    """A training loss became NaN or infinite; raised before the optimizer step, so the weights stay finite."""
