@@ -44,9 +44,9 @@ class AnchorGenerator(nn.Module):
     laid out location by location (row-major), so the ``(N, H*W*A, K)`` head outputs line up with them.
     """
 
-    def __init__(self, strides: Sequence[int], ratios: Sequence[float] = (1.0,), scales: Optional[Sequence[float]] = None,
-                 octave_base_scale: Optional[float] = None, scales_per_octave: Optional[int] = None,
-                 center_offset: float = 0.0):
+    def __init__(self, strides: Sequence[int], ratios: Sequence[float] = (1.0,),
+                 scales: Optional[Sequence[float]] = None, octave_base_scale: Optional[float] = None,
+                 scales_per_octave: Optional[int] = None, center_offset: float = 0.0):
         super().__init__()
         self.strides = [int(s) for s in _positive_floats('anchor_generator.strides', strides)]
         ratios = _positive_floats('anchor_generator.ratios', ratios)
