@@ -1,0 +1,198 @@
+"""Detectors: anchors, RoI pooling, batching, training on a tiny set, prediction packing, non-finite losses."""
+import math
+
+import pytest
+import torch
+from mmengine.logging import MessageHub
+from mmengine.optim import OptimWrapper
+from torchvision.ops import MultiScaleRoIAlign, roi_align
+
+import visionzoo  # noqa: F401  (registers everything)
+from visionzoo.heads.dense_heads import AnchorGenerator
+from visionzoo.heads.roi_heads import MultiLevelRoIAlign, map_roi_levels
+from visionzoo.models.detectors import BaseDetector
+from visionzoo.registry import MODELS
+from visionzoo.utils.errors import ConfigError, NonFiniteLossError
+
+TINY_BACKBONE = dict(type='TimmBackbone', model_name='resnet10t', out_indices=(1, 2, 3))
+TINY_NECK = dict(type='FPN', out_channels=32, num_outs=5, add_extra_convs='on_input')
+DETECTORS = {
+    'RetinaNet': dict(type='RetinaNet', backbone=TINY_BACKBONE, neck=TINY_NECK,
+                      bbox_head=dict(type='RetinaHead', num_classes=3, in_channels=32)),
+    'FCOS': dict(type='FCOS', backbone=TINY_BACKBONE, neck=dict(TINY_NECK, add_extra_convs='on_output'),
+                 bbox_head=dict(type='FCOSHead', num_classes=3, in_channels=32, num_convs=2)),
+    'MaskRCNN': dict(type='MaskRCNN', backbone=dict(TINY_BACKBONE, out_indices=(0, 1, 2, 3)),
+                     neck=dict(type='FPN', out_channels=32, num_outs=5),
+                     rpn_head=dict(type='RPNHead', in_channels=32),
+                     roi_head=dict(type='StandardRoIHead', num_classes=3, in_channels=32, fc_channels=64,
+                                   mask_channels=32, num_mask_convs=2, train_cfg=dict(num=64))),
+}
+
+
+def _tiny_set(n=2, size=96, seed=0):
+    """Images with bright rectangles on noise, their boxes, labels and masks (contract items, unbatched)."""
+    g = torch.Generator().manual_seed(seed)
+    inputs, samples = [], []
+    for i in range(n):
+        img = torch.randint(0, 60, (3, size, size), generator=g, dtype=torch.uint8)
+        boxes, labels = [], []
+        masks = torch.zeros(3, size, size, dtype=torch.uint8)
+        for k in range(3):
+            w, h = (int(v) for v in torch.randint(16, 40, (2,), generator=g))
+            x, y = (int(v) for v in torch.randint(0, size - 40, (2,), generator=g))
+            img[k, y:y + h, x:x + w] = 255
+            masks[k, y:y + h, x:x + w] = 1
+            boxes.append([x, y, x + w, y + h])
+            labels.append(k)
+        inputs.append(img)
+        samples.append(dict(img_id=i, img_path=f'{i}.png', ori_shape=(size, size), img_shape=(size, size),
+                            scale_factor=(1.0, 1.0), flip=False, gt_bboxes=torch.tensor(boxes, dtype=torch.float32),
+                            gt_labels=torch.tensor(labels), gt_masks=masks))
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def test_anchors_follow_mmdet_formula():
+    gen = AnchorGenerator(strides=[8, 16], ratios=[0.5, 1.0, 2.0], octave_base_scale=4, scales_per_octave=3)
+    assert gen.num_anchors_per_location() == [9, 9]
+    levels = gen.grid_anchors([(2, 3), (1, 2)], 'cpu')
+    assert [tuple(a.shape) for a in levels] == [(2 * 3 * 9, 4), (1 * 2 * 9, 4)]
+    # written out: location (y=1, x=2) of level 0, ratio 2.0 (h/w), third scale
+    scale = 4 * 2 ** (2 / 3) * 8
+    w, h = scale / math.sqrt(2.0), scale * math.sqrt(2.0)
+    cx, cy = 2 * 8, 1 * 8
+    anchor = levels[0][(1 * 3 + 2) * 9 + 2 * 3 + 2]
+    torch.testing.assert_close(anchor, torch.tensor([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]))
+    # FCOS points: cell centres, stride-sized
+    points = AnchorGenerator([8], scales=[1.0], center_offset=0.5).grid_anchors([(1, 2)], 'cpu')[0]
+    torch.testing.assert_close(points, torch.tensor([[0., 0., 8., 8.], [8., 0., 16., 8.]]))
+
+
+def test_anchors_agree_with_torchvision_where_its_strides_are_exact():
+    from torchvision.models.detection.anchor_utils import AnchorGenerator as TVAnchorGenerator
+    from torchvision.models.detection.image_list import ImageList
+    feats = [torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 4, 4)]
+    ours = AnchorGenerator([8, 16], ratios=[0.5, 1.0, 2.0], scales=[4.0])
+    tv = TVAnchorGenerator(sizes=((32,), (64,)), aspect_ratios=((0.5, 1.0, 2.0),) * 2)
+    images = ImageList(torch.zeros(1, 3, 64, 64), [(64, 64)])
+    # torchvision rounds its base anchors to integers; ours keep mmdet's exact sizes
+    torch.testing.assert_close(ours(images, feats)[0], tv(images, feats)[0], atol=0.5, rtol=0)
+
+
+def test_anchor_config_errors():
+    with pytest.raises(ConfigError, match='scales or octave_base_scale'):
+        AnchorGenerator([8])
+    with pytest.raises(ConfigError, match='ratios'):
+        AnchorGenerator([8], ratios=[0.0], scales=[1.0])
+    gen = AnchorGenerator([8, 16], scales=[1.0])
+    with pytest.raises(ConfigError, match='num_outs'):
+        gen.grid_anchors([(2, 2)], 'cpu')
+
+
+def test_roi_levels_and_pooling():
+    boxes = torch.tensor([[0., 0., 50., 50.], [0., 0., 111., 111.], [0., 0., 112., 112.], [0., 0., 300., 300.],
+                          [0., 0., 1000., 1000.]])
+    assert map_roi_levels(boxes, 4).tolist() == [0, 0, 1, 2, 3]
+    g = torch.Generator().manual_seed(0)
+    feats = {str(i): torch.randn(2, 4, 64 // 2 ** i, 64 // 2 ** i, generator=g) for i in range(4)}
+    per_image = [torch.tensor([[3., 4., 40., 30.], [0., 0., 63., 63.]]), torch.tensor([[10., 10., 20., 24.]])]
+    pooled = MultiLevelRoIAlign(7, [1, 2, 4, 8], sampling_ratio=2, finest_scale=16)(feats, per_image, [(64, 64)] * 2)
+    rois = torch.cat([torch.cat([torch.full((len(b), 1), float(i)), b], 1) for i, b in enumerate(per_image)])
+    levels = map_roi_levels(rois[:, 1:], 4, 16)
+    for r in range(len(rois)):
+        lvl = int(levels[r])
+        ref = roi_align(feats[str(lvl)], rois[r:r + 1], 7, 1.0 / 2 ** lvl, 2, aligned=True)
+        torch.testing.assert_close(pooled[r:r + 1], ref)
+    # with aligned=False and torchvision's level rule (same as finest_scale=56 with canonical 224 at level 4)
+    feats4 = {str(i): torch.randn(1, 2, 128 // 2 ** i, 128 // 2 ** i, generator=g) for i in range(4)}
+    boxes = [torch.tensor([[0., 0., 100., 100.], [5., 5., 60., 30.], [0., 0., 127., 127.], [20., 30., 50., 90.]])]
+    ours = MultiLevelRoIAlign(7, [4, 8, 16, 32], sampling_ratio=2, aligned=False)(feats4, boxes, [(512, 512)])
+    tv = MultiScaleRoIAlign(['0', '1', '2', '3'], 7, 2)(feats4, boxes, [(512, 512)])
+    torch.testing.assert_close(ours, tv)
+
+
+def test_data_preprocessor_normalises_and_pads():
+    pre = MODELS.build(dict(type='DetDataPreprocessor', mean=[10., 20., 30.], std=[2., 4., 5.], pad_size_divisor=32))
+    a = torch.full((3, 40, 50), 50, dtype=torch.uint8)
+    b = torch.full((3, 70, 20), 90, dtype=torch.uint8)
+    out = pre(dict(inputs=[a, b], data_samples=[dict(), dict()]))
+    x = out['inputs']
+    assert x.shape == (2, 3, 96, 64) and x.dtype == torch.float32
+    torch.testing.assert_close(x[0, :, 0, 0], torch.tensor([20., 7.5, 4.]))
+    torch.testing.assert_close(x[1, :, 69, 19], torch.tensor([40., 17.5, 12.]))
+    assert float(x[0, :, 40:].abs().sum()) == 0 and float(x[1, :, :, 20:].abs().sum()) == 0
+    assert [s['batch_input_shape'] for s in out['data_samples']] == [(96, 64)] * 2
+    with pytest.raises(ConfigError, match='pad_size_divisor'):
+        MODELS.build(dict(type='DetDataPreprocessor', pad_size_divisor=0))
+
+
+@pytest.mark.parametrize('name', list(DETECTORS))
+def test_each_loss_decreases_on_a_tiny_set(name):
+    torch.manual_seed(0)
+    model = MODELS.build(DETECTORS[name])
+    wrapper = OptimWrapper(torch.optim.AdamW(model.parameters(), lr=2e-3))
+    data = _tiny_set()
+    history = []
+    for _ in range(30):
+        log_vars = model.train_step({k: list(v) for k, v in data.items()}, wrapper)
+        history.append({k: float(v.detach()) for k, v in log_vars.items()})
+    for key in history[0]:
+        first = sum(h[key] for h in history[:3]) / 3
+        last = sum(h[key] for h in history[-3:]) / 3
+        # every term falls; the total clearly (centerness has a floor: the entropy of its soft targets)
+        assert math.isfinite(last) and last < (0.8 if key == 'loss' else 0.95) * first, (name, key, first, last)
+    model.eval()
+    with torch.no_grad():
+        preds = model(**model.data_preprocessor(data), mode='predict')
+    assert len(preds) == 2
+    for p in preds:
+        assert {'img_id', 'img_path', 'ori_shape', 'pred_bboxes', 'pred_scores', 'pred_labels'} <= set(p)
+        assert p['pred_bboxes'].shape[1:] == (4,) and len(p['pred_scores']) == len(p['pred_labels'])
+        assert bool((p['pred_scores'][:-1] >= p['pred_scores'][1:]).all())
+        if name == 'MaskRCNN':
+            assert p['pred_masks'].shape[1:] == (96, 96) and p['pred_masks'].dtype == torch.bool
+
+
+def test_predictions_are_mapped_back_to_the_original_image():
+    det = dict(boxes=torch.tensor([[10., 20., 30., 60.]]), scores=torch.tensor([0.9]), labels=torch.tensor([2]))
+    sample = dict(img_id=7, img_path='a.png', ori_shape=(200, 100), img_shape=(100, 50), scale_factor=(0.5, 0.5),
+                  flip=True, flip_direction='horizontal')
+    pred = BaseDetector._pack([det], [sample], label_offset=1)[0]
+    # unflip in the 50-pixel-wide input: x in [20, 40]; then undo the 0.5 scale
+    torch.testing.assert_close(pred['pred_bboxes'], torch.tensor([[40., 40., 80., 120.]]))
+    assert pred['pred_labels'].tolist() == [1] and pred['img_id'] == 7 and pred['ori_shape'] == (200, 100)
+    sample.update(flip=False, ori_shape=(50, 50))
+    clipped = BaseDetector._pack([det], [sample])[0]['pred_bboxes']
+    torch.testing.assert_close(clipped, torch.tensor([[20., 40., 50., 50.]]))
+
+
+@pytest.mark.parametrize('mode', ['stop', 'skip'])
+def test_non_finite_loss_stops_or_skips_before_the_step(mode):
+    torch.manual_seed(0)
+    model = MODELS.build(dict(DETECTORS['RetinaNet'], nonfinite_loss=mode))
+    wrapper = OptimWrapper(torch.optim.AdamW(model.parameters(), lr=1e-3))
+    data = _tiny_set(n=1)
+    model.train_step({k: list(v) for k, v in data.items()}, wrapper)
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    real_loss = model.loss
+    model.loss = lambda *a: {k: v * float('nan') if k == 'loss_bbox' else v for k, v in real_loss(*a).items()}
+    MessageHub.get_current_instance().update_info('iter', 41)
+    if mode == 'stop':
+        with pytest.raises(NonFiniteLossError, match=r'iteration 42 .*loss_bbox=nan'):
+            model.train_step({k: list(v) for k, v in data.items()}, wrapper)
+    else:
+        with pytest.warns(UserWarning, match='iteration 42'):
+            model.train_step({k: list(v) for k, v in data.items()}, wrapper)
+    for k, v in model.named_parameters():  # no optimizer step (BatchNorm statistics do move in the forward)
+        assert torch.equal(v, before[k]), k
+    with pytest.raises(ConfigError, match='nonfinite_loss'):
+        MODELS.build(dict(DETECTORS['RetinaNet'], nonfinite_loss='ignore'))
+
+
+def test_predict_needs_eval_mode_and_masks_need_annotations():
+    model = MODELS.build(DETECTORS['MaskRCNN'])
+    data = model.data_preprocessor(_tiny_set(n=1))
+    with pytest.raises(RuntimeError, match='eval'):
+        model(**data, mode='predict')
+    del data['data_samples'][0]['gt_masks']
+    with pytest.raises(ConfigError, match='with_mask=True'):
+        model(**data, mode='loss')
