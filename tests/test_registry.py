@@ -1,14 +1,17 @@
 """Every type registered in a visionzoo registry builds from a config."""
+from types import SimpleNamespace
+
 import pytest
 import torch
 
 import visionzoo  # noqa: F401
-from visionzoo.registry import ALL_REGISTRIES, DATASETS, HOOKS, METRICS, MODELS, OPTIM_WRAPPERS, TRANSFORMS
+from visionzoo.registry import ALL_REGISTRIES, DATASETS, HOOKS, LOOPS, METRICS, MODELS, OPTIM_WRAPPERS, TRANSFORMS
 
 
 def _build_args(tiny_shapes, tmp_path):
     """Config (without ``type``) for every registered type; a new type must be added here to be tested."""
     model = torch.nn.Linear(2, 2)
+    det_backbone = dict(type='TimmBackbone', model_name='resnet10t', out_indices=(2, 3, 4))
     return {
         (MODELS, 'ImageClassifier'): dict(backbone=dict(model_name='resnet10t'),
                                           head=dict(type='LinearClsHead', num_classes=3)),
@@ -18,6 +21,22 @@ def _build_args(tiny_shapes, tmp_path):
         (MODELS, 'FPN'): dict(in_channels=[8, 16], out_channels=8, num_outs=3),
         (MODELS, 'PAFPN'): dict(in_channels=[8, 16], out_channels=8, num_outs=3, add_extra_convs='on_output'),
         (MODELS, 'EfficientViTFPN'): dict(in_channels=[8, 16, 24], out_channels=8, num_outs=5),
+        (MODELS, 'DetDataPreprocessor'): dict(),
+        (MODELS, 'RetinaHead'): dict(num_classes=3, in_channels=8),
+        (MODELS, 'FCOSHead'): dict(num_classes=3, in_channels=8),
+        (MODELS, 'RPNHead'): dict(in_channels=8),
+        (MODELS, 'StandardRoIHead'): dict(num_classes=3, in_channels=8, fc_channels=16, mask_channels=8),
+        (MODELS, 'RetinaNet'): dict(backbone=det_backbone, neck=dict(type='FPN', out_channels=8, num_outs=5,
+                                                                     add_extra_convs='on_input'),
+                                    bbox_head=dict(type='RetinaHead', num_classes=3, in_channels=8)),
+        (MODELS, 'FCOS'): dict(backbone=det_backbone, neck=dict(type='FPN', out_channels=8, num_outs=5,
+                                                                add_extra_convs='on_output'),
+                               bbox_head=dict(type='FCOSHead', num_classes=3, in_channels=8)),
+        (MODELS, 'MaskRCNN'): dict(backbone=dict(det_backbone, out_indices=(1, 2, 3, 4)),
+                                   neck=dict(type='FPN', out_channels=8, num_outs=5),
+                                   rpn_head=dict(type='RPNHead', in_channels=8),
+                                   roi_head=dict(type='StandardRoIHead', num_classes=3, in_channels=8, fc_channels=16,
+                                                 mask_channels=8)),
         (DATASETS, 'ImageFolderDataset'): dict(data_root=tiny_shapes['cls_val']),
         (DATASETS, 'ShapesClsDataset'): dict(split='val', data_root=tiny_shapes['data_root'],
                                              shapes_cfg=_tiny_cfg()),
@@ -27,6 +46,8 @@ def _build_args(tiny_shapes, tmp_path):
         (HOOKS, 'EvalProgressHook'): dict(),
         (HOOKS, 'MetricTableHook'): dict(),
         (HOOKS, 'PredictionDrawHook'): dict(show_dir=str(tmp_path / 'show')),
+        (LOOPS, 'EpochBasedTrainLoop'): dict(runner=SimpleNamespace(visualizer=SimpleNamespace()),
+                                             dataloader=torch.utils.data.DataLoader(list(range(4))), max_epochs=2),
         (OPTIM_WRAPPERS, 'CPUAmpOptimWrapper'): dict(optimizer=torch.optim.SGD(model.parameters(), lr=0.1)),
     }
 

@@ -14,14 +14,15 @@ from visionzoo.models.detectors import BaseDetector
 from visionzoo.registry import MODELS
 from visionzoo.utils.errors import ConfigError, NonFiniteLossError
 
-TINY_BACKBONE = dict(type='TimmBackbone', model_name='resnet10t', out_indices=(1, 2, 3))
+# timm feature indices: a ResNet's 0 is the stride-2 stem, so (2, 3, 4) are strides 8/16/32
+TINY_BACKBONE = dict(type='TimmBackbone', model_name='resnet10t', out_indices=(2, 3, 4))
 TINY_NECK = dict(type='FPN', out_channels=32, num_outs=5, add_extra_convs='on_input')
 DETECTORS = {
     'RetinaNet': dict(type='RetinaNet', backbone=TINY_BACKBONE, neck=TINY_NECK,
                       bbox_head=dict(type='RetinaHead', num_classes=3, in_channels=32)),
     'FCOS': dict(type='FCOS', backbone=TINY_BACKBONE, neck=dict(TINY_NECK, add_extra_convs='on_output'),
                  bbox_head=dict(type='FCOSHead', num_classes=3, in_channels=32, num_convs=2)),
-    'MaskRCNN': dict(type='MaskRCNN', backbone=dict(TINY_BACKBONE, out_indices=(0, 1, 2, 3)),
+    'MaskRCNN': dict(type='MaskRCNN', backbone=dict(TINY_BACKBONE, out_indices=(1, 2, 3, 4)),
                      neck=dict(type='FPN', out_channels=32, num_outs=5),
                      rpn_head=dict(type='RPNHead', in_channels=32),
                      roi_head=dict(type='StandardRoIHead', num_classes=3, in_channels=32, fc_channels=64,
@@ -76,6 +77,12 @@ def test_anchors_agree_with_torchvision_where_its_strides_are_exact():
     images = ImageList(torch.zeros(1, 3, 64, 64), [(64, 64)])
     # torchvision rounds its base anchors to integers; ours keep mmdet's exact sizes
     torch.testing.assert_close(ours(images, feats)[0], tv(images, feats)[0], atol=0.5, rtol=0)
+
+
+def test_features_at_other_strides_than_the_anchors_are_refused():
+    model = MODELS.build(dict(DETECTORS['RetinaNet'], backbone=dict(TINY_BACKBONE, out_indices=(1, 2, 3))))
+    with pytest.raises(ConfigError, match=r'feature level 0 is 24x24 for a 96x96 input, i.e. stride ~4.*out_indices'):
+        model(**model.data_preprocessor(_tiny_set(n=1)), mode='loss')
 
 
 def test_anchor_config_errors():
@@ -139,7 +146,7 @@ def test_each_loss_decreases_on_a_tiny_set(name):
         first = sum(h[key] for h in history[:3]) / 3
         last = sum(h[key] for h in history[-3:]) / 3
         # every term falls; the total clearly (centerness has a floor: the entropy of its soft targets)
-        assert math.isfinite(last) and last < (0.8 if key == 'loss' else 0.95) * first, (name, key, first, last)
+        assert math.isfinite(last) and last < (0.85 if key == 'loss' else 0.95) * first, (name, key, first, last)
     model.eval()
     with torch.no_grad():
         preds = model(**model.data_preprocessor(data), mode='predict')

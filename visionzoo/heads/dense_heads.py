@@ -86,8 +86,22 @@ class AnchorGenerator(nn.Module):
             out.append((shifts + base.to(device=device, dtype=dtype)[None]).reshape(-1, 4))
         return out
 
+    def check_strides(self, input_size: Sequence[int], feature_sizes: Sequence[Sequence[int]]) -> None:
+        """Refuse feature maps whose size does not fit the configured strides for a (padded) input of
+        ``input_size``: such a model would train with anchors in the wrong places and learn nothing."""
+        for level, ((h, w), stride) in enumerate(zip(feature_sizes, self.strides)):
+            expected = (math.ceil(input_size[0] / stride), math.ceil(input_size[1] / stride))
+            if abs(h - expected[0]) > 1 or abs(w - expected[1]) > 1:
+                actual = max(input_size[0] / h, input_size[1] / w)
+                raise ConfigError(
+                    f'anchor_generator.strides: feature level {level} is {h}x{w} for a {input_size[0]}x'
+                    f'{input_size[1]} input, i.e. stride ~{actual:g}, but the head expects stride {stride}; check '
+                    f'backbone.out_indices (timm feature indices: a ResNet\'s index 0 is its stride-2 stem) and the '
+                    f"neck's start_level/num_outs against the head's strides {self.strides}")
+
     def forward(self, image_list, feature_maps: Sequence[torch.Tensor]) -> List[torch.Tensor]:
         """torchvision's anchor-generator call: one tensor of all levels' anchors per image."""
+        self.check_strides(image_list.tensors.shape[-2:], [f.shape[-2:] for f in feature_maps])
         levels = self.grid_anchors([f.shape[-2:] for f in feature_maps], feature_maps[0].device,
                                    feature_maps[0].dtype)
         anchors = torch.cat(levels)

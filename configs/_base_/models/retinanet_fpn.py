@@ -5,7 +5,7 @@ model = dict(
     type='RetinaNet',
     data_preprocessor=dict(type='DetDataPreprocessor', mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375],
                            pad_size_divisor=32),
-    backbone=dict(type='TimmBackbone', model_name='resnet50', out_indices=(1, 2, 3), frozen_stages=1, norm_eval=True),
+    backbone=dict(type='TimmBackbone', model_name='resnet50', out_indices=(2, 3, 4), frozen_stages=1, norm_eval=True),
     neck=dict(type='FPN', out_channels=256, start_level=0, add_extra_convs='on_input', num_outs=5),
     bbox_head=dict(
         type='RetinaHead',
