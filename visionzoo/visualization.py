@@ -1,10 +1,12 @@
 """Drawing predictions onto images (OpenCV, BGR uint8)."""
+import colorsys
 from typing import Optional, Sequence
 
 import cv2
 import numpy as np
+import torch
 
-__all__ = ['draw_prediction', 'draw_classification']
+__all__ = ['draw_prediction', 'draw_classification', 'draw_detection', 'class_color']
 
 
 def _label(idx: int, classes: Optional[Sequence[str]]) -> str:
@@ -29,8 +31,62 @@ def draw_classification(img: np.ndarray, pred_label: int, score: float, gt_label
     return img
 
 
-def draw_prediction(img: np.ndarray, pred: dict, classes: Optional[Sequence[str]] = None) -> np.ndarray:
-    """Draw one model prediction (a dict as returned by a model's ``predict`` mode) onto ``img``."""
+def class_color(idx: int) -> tuple:
+    """A fixed BGR colour per class index: hues a golden-ratio step apart, so neighbouring labels differ."""
+    r, g, b = colorsys.hsv_to_rgb((idx * 0.618033988749895) % 1.0, 0.85, 0.95)
+    return int(b * 255), int(g * 255), int(r * 255)
+
+
+def _array(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def draw_detection(img: np.ndarray, pred: dict, classes: Optional[Sequence[str]] = None, score_thr: float = 0.3,
+                   min_side: int = 320, mask_alpha: float = 0.5) -> np.ndarray:
+    """Draw the detections of ``pred`` scoring at least ``score_thr`` onto a copy of the BGR image ``img``.
+
+    ``pred`` holds ``pred_bboxes`` (xyxy in ``img`` pixels), ``pred_scores``, ``pred_labels`` and optionally
+    ``pred_masks`` ((K, H, W), image size), as a detector's ``predict`` returns them. Boxes, ``class score`` tags
+    and translucent masks are drawn in the class's colour (:func:`class_color`), higher scores on top. Images
+    whose shorter side is below ``min_side`` are upscaled first so the tags stay readable.
+    """
+    h, w = img.shape[:2]
+    s = min_side / min(h, w) if min(h, w) < min_side else 1.0
+    out = cv2.resize(img, (round(w * s), round(h * s)), interpolation=cv2.INTER_NEAREST) if s != 1.0 else img.copy()
+    boxes = _array(pred['pred_bboxes']).astype(np.float64).reshape(-1, 4) * s
+    scores = _array(pred['pred_scores']).astype(np.float64).reshape(-1)
+    labels = _array(pred['pred_labels']).astype(np.int64).reshape(-1)
+    masks = _array(pred['pred_masks']) if 'pred_masks' in pred else None
+    keep = [i for i in np.argsort(scores, kind='stable') if scores[i] >= score_thr]  # ascending: best drawn last
+    for i in keep:
+        color = np.array(class_color(int(labels[i])), dtype=np.float64)
+        if masks is not None:
+            m = masks[i].astype(np.uint8)
+            if m.shape != out.shape[:2]:
+                m = cv2.resize(m, (out.shape[1], out.shape[0]), interpolation=cv2.INTER_NEAREST)
+            m = m.astype(bool)
+            out[m] = (out[m] * (1.0 - mask_alpha) + color * mask_alpha).round().astype(np.uint8)
+    thickness = max(1, round(min(out.shape[:2]) / 300))
+    for i in keep:
+        color = class_color(int(labels[i]))
+        x1, y1, x2, y2 = (int(round(v)) for v in boxes[i])
+        cv2.rectangle(out, (x1, y1), (max(x1, x2 - 1), max(y1, y2 - 1)), color, thickness)
+        text = f'{_label(int(labels[i]), classes)} {scores[i]:.2f}'
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
+        ty = y1 - 2 if y1 - th - base - 2 >= 0 else y1 + th + 2  # above the box, or inside at the top edge
+        cv2.rectangle(out, (x1, ty - th - 2), (x1 + tw + 2, ty + base - 1), color, -1)
+        cv2.putText(out, text, (x1 + 1, ty - 1), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+def draw_prediction(img: np.ndarray, pred: dict, classes: Optional[Sequence[str]] = None,
+                    score_thr: float = 0.3) -> np.ndarray:
+    """Draw one model prediction (a dict as returned by a model's ``predict`` mode) onto ``img``.
+
+    ``score_thr`` hides detections scoring below it.
+    """
+    if 'pred_bboxes' in pred:
+        return draw_detection(img, pred, classes, score_thr=score_thr)
     if 'pred_label' in pred:
         return draw_classification(img, int(pred['pred_label']), float(pred['pred_score'].max()),
                                    pred.get('gt_label'), classes)

@@ -88,12 +88,14 @@ class MetricTableHook(Hook):
 class PredictionDrawHook(Hook):
     """Draws test predictions onto their images and writes them as PNG files into ``show_dir``.
 
-    Existing files are never replaced: the tools refuse a non-empty ``show_dir``, and a name clash inside one
-    run gets a numeric suffix.
+    Detections scoring below ``score_thr`` are not drawn. Existing files are never replaced: the tools refuse a
+    non-empty ``show_dir``, and a name clash inside one run gets a numeric suffix.
     """
 
-    def __init__(self, show_dir: str, max_images: Optional[int] = None, classes: Optional[Sequence[str]] = None):
+    def __init__(self, show_dir: str, max_images: Optional[int] = None, classes: Optional[Sequence[str]] = None,
+                 score_thr: float = 0.3):
         self.show_dir = show_dir
+        self.score_thr = score_thr
         self.max_images = max_images
         self.classes = classes
         self._count = 0
@@ -119,5 +121,5 @@ class PredictionDrawHook(Hook):
             while os.path.exists(out):
                 out = os.path.join(self.show_dir, f'{stem}_{n}.png')
                 n += 1
-            cv2.imwrite(out, draw_prediction(img, pred, self.classes))
+            cv2.imwrite(out, draw_prediction(img, pred, self.classes, score_thr=self.score_thr))
             self._count += 1

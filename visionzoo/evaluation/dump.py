@@ -1,4 +1,4 @@
-"""Write test predictions to a JSON file."""
+"""Write test predictions to a JSON file (detections in COCO results format)."""
 import json
 import os
 from typing import Sequence
@@ -8,6 +8,7 @@ from mmengine.evaluator import BaseMetric
 
 from ..registry import METRICS
 from ..utils.errors import ConfigError
+from .coco import coco_results
 
 __all__ = ['DumpPredictions', 'check_out_file']
 
@@ -36,6 +37,11 @@ def _to_json(obj):
 class DumpPredictions(BaseMetric):
     """Collects every prediction of a test run and writes them as a JSON list to ``out_file``.
 
+    Detection predictions (dicts with ``pred_bboxes``) are written in COCO results format, one flat entry per
+    detection (``image_id, category_id, bbox`` as xywh, ``score`` and, for masks, an RLE ``segmentation``), so
+    ``COCO.loadRes(out_file)`` reads them; labels map to ids through ``dataset_meta['cat_ids']``. An entry holding
+    both box and mask is read by loadRes with its box area, which moves masks between the small/medium/large
+    ranges of a mask evaluation (CocoMetric uses the mask area). Other predictions are written as they are.
     The file must not exist yet: nothing already written is replaced. It reports no metric.
     """
 
@@ -45,10 +51,28 @@ class DumpPredictions(BaseMetric):
         self.out_file = out_file
 
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:
-        self.results.extend(_to_json(dict(s)) for s in data_samples)
+        # one record per sample: mmengine's result collection cuts the list to the dataset size
+        for sample in data_samples:
+            if 'pred_bboxes' in sample:
+                self.results.append(('coco', coco_results(sample, self._cat_ids())))
+            else:
+                self.results.append(('sample', _to_json(dict(sample))))
+
+    def _cat_ids(self) -> list:
+        cat_ids = (self.dataset_meta or {}).get('cat_ids')
+        if cat_ids is None:
+            raise ConfigError("DumpPredictions: detection predictions need dataset_meta['cat_ids'] (the COCO "
+                              'category id of each label, set by CocoDataset) to be written in COCO format')
+        return list(cat_ids)
 
     def compute_metrics(self, results: list) -> dict:
         os.makedirs(os.path.dirname(os.path.abspath(self.out_file)), exist_ok=True)
+        records = []
+        for kind, value in results:
+            if kind == 'coco':
+                records.extend(value)
+            else:
+                records.append(value)
         with open(self.out_file, 'x', encoding='utf-8') as f:
-            json.dump(results, f)
+            json.dump(records, f)
         return {}
