@@ -33,7 +33,7 @@ def main(argv=None) -> int:
         from visionzoo.engine.cli import resolve_work_dir
         from visionzoo.engine.config import check_types, load_config
         from visionzoo.engine.hooks import format_metric_table
-        from visionzoo.engine.runner_utils import adapt_to_device, init_cpu_distributed
+        from visionzoo.engine.runner_utils import adapt_to_device, init_cpu_distributed, use_visionzoo_runner_parts
         from visionzoo.evaluation.dump import check_out_file
         from visionzoo.utils.errors import ConfigError
 
@@ -58,6 +58,7 @@ def main(argv=None) -> int:
             cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [
                 dict(type='PredictionDrawHook', show_dir=args.show_dir, max_images=args.show_max)]
         adapt_to_device(cfg)
+        use_visionzoo_runner_parts(cfg)
         check_types(cfg, args.config)
         init_cpu_distributed(cfg)
         runner = Runner.from_cfg(cfg)

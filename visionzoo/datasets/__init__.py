@@ -1,10 +1,14 @@
 """Datasets, transforms and the embedded shapes data."""
+from .coco import CocoDataset, ShapesDetDataset
+from .det_transforms import LoadAnnotations, LoadImageFromFile, PackDetInputs, RandomFlip, Resize, det_collate
 from .image_folder import IMG_EXTENSIONS, ImageFolderDataset
+from .samplers import AspectRatioBatchSampler
 from .shapes import SHAPES_CLASSES, make_shapes, shapes_root
 from .shapes_dataset import ShapesClsDataset
 from .transforms import TimmTransform
 
 __all__ = [
     'ImageFolderDataset', 'IMG_EXTENSIONS', 'TimmTransform', 'SHAPES_CLASSES', 'make_shapes', 'shapes_root',
-    'ShapesClsDataset',
+    'ShapesClsDataset', 'CocoDataset', 'ShapesDetDataset', 'LoadImageFromFile', 'LoadAnnotations', 'Resize',
+    'RandomFlip', 'PackDetInputs', 'det_collate', 'AspectRatioBatchSampler',
 ]

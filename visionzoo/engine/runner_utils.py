@@ -12,7 +12,7 @@ from .cli import resolve_work_dir
 from .optim import amp_optim_wrapper_type
 
 __all__ = ['existing_checkpoints', 'check_work_dir', 'setup_train_cfg', 'adapt_to_device', 'init_cpu_distributed',
-           'format_error']
+           'use_visionzoo_runner_parts', 'format_error']
 
 
 def existing_checkpoints(work_dir: str) -> list:
@@ -51,6 +51,29 @@ def adapt_to_device(cfg: Config) -> None:
                               "type='CPUAmpOptimWrapper' (bf16 autocast), or pass --amp to choose by device")
 
 
+def use_visionzoo_runner_parts(cfg: Config) -> None:
+    """Point the two places where mmengine's Runner bypasses the ``visionzoo`` scope at our registry entries.
+
+    - ``collate_fn=dict(type=NAME)``: the Runner looks NAME up in mmengine's root ``FUNCTIONS`` only, so a collate
+      function registered by visionzoo (``det_collate``) gets its scope prefix.
+    - ``train_cfg=dict(by_epoch=True, ...)`` without ``type``: the Runner instantiates mmengine's epoch loop
+      directly; it becomes ``type='EpochBasedTrainLoop'``, i.e. ours (it resumes inside an epoch).
+    """
+    from mmengine.registry import FUNCTIONS as ROOT_FUNCTIONS
+
+    from ..registry import FUNCTIONS
+    FUNCTIONS.import_from_location()
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        collate = (cfg.get(key) or {}).get('collate_fn') or {}
+        name = collate.get('type')
+        if isinstance(name, str) and '.' not in name and ROOT_FUNCTIONS.get(name) is None and name in FUNCTIONS:
+            collate['type'] = f'{FUNCTIONS.scope}.{name}'
+    train_cfg = cfg.get('train_cfg')
+    if train_cfg and 'type' not in train_cfg and train_cfg.get('by_epoch', True):
+        train_cfg.pop('by_epoch', None)
+        train_cfg['type'] = 'EpochBasedTrainLoop'
+
+
 def init_cpu_distributed(cfg: Config) -> None:
     """Start the gloo process group for ``--launcher pytorch`` on a machine without CUDA.
 
@@ -83,6 +106,7 @@ def setup_train_cfg(cfg: Config, work_dir: Optional[str], resume, amp: bool, lau
         if not os.path.isfile(resume):
             raise CheckpointError(f'--resume: checkpoint file not found: {resume}')
         cfg.resume, cfg.load_from = True, resume
+    use_visionzoo_runner_parts(cfg)
     if amp:
         optim_wrapper = cfg.setdefault('optim_wrapper', {})
         optim_wrapper.update(amp_optim_wrapper_type(torch.cuda.is_available()))
