@@ -12,7 +12,8 @@ with the right or a wrong class, plus random false positives, random scores) are
 that the machine's slow stretches hit both alike. A time covers what ``CocoMetric.compute_metrics`` does per IoU
 type: index the ground truth, load the results, evaluate, accumulate, summarize. Each run gets fresh copies of the
 inputs (outside the timer): pycocotools writes the masks it rasterises back into the ground truth. The table gives
-the median of the repeats and the speed-up against pycocotools, and whether the 12 summary numbers are identical.
+the median of the repeats and the speed-up against pycocotools, and whether the 12 summary numbers are identical
+(bit for bit, or else to 1e-12: the two libraries may sum in a different order).
 For masks faster-coco-eval computes IoUs on up to min(CPUs, 8) threads (its default), pycocotools on one.
 Timings on a shared machine move with the other processes' load; compare numbers of one run only.
 """
@@ -114,8 +115,8 @@ def report(title: str, gt: dict, results: list, iou_type: str, repeats: int) -> 
         print(f'{name:<28} {med:>9.2f} {base / med:>8.2f}x   {runs}')
     ref, other = out['stats'][BACKENDS[0]], out['stats'][BACKENDS[1]]
     diff = np.abs(ref - other).max()
-    print(f'12 summary numbers bit-identical: {"yes" if diff == 0 else "no"}; largest difference {diff:.3g} '
-          f'(summation order), equal to 1e-12: {"yes" if diff <= 1e-12 else "NO"}')
+    print(f'12 summary numbers bit-identical: {"yes" if diff == 0 else "no"}; largest difference {diff:.3g}; '
+          f'equal to 1e-12: {"yes" if diff <= 1e-12 else "NO"}')
     print(coco_summary_table(ref, iou_type))
 
 
