@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import visionzoo  # noqa: F401
-from visionzoo.registry import ALL_REGISTRIES, DATASETS, HOOKS, LOOPS, METRICS, MODELS, OPTIM_WRAPPERS, TRANSFORMS
+from visionzoo.registry import (ALL_REGISTRIES, DATA_SAMPLERS, DATASETS, FUNCTIONS, HOOKS, LOOPS, METRICS, MODELS,
+                                OPTIM_WRAPPERS, TRANSFORMS)
 
 
 def _build_args(tiny_shapes, tmp_path):
@@ -23,15 +24,15 @@ def _build_args(tiny_shapes, tmp_path):
         (MODELS, 'EfficientViTFPN'): dict(in_channels=[8, 16, 24], out_channels=8, num_outs=5),
         (MODELS, 'DetDataPreprocessor'): dict(),
         (MODELS, 'RetinaHead'): dict(num_classes=3, in_channels=8),
-        (MODELS, 'FCOSHead'): dict(num_classes=3, in_channels=8),
+        (MODELS, 'FCOSHead'): dict(num_classes=3, in_channels=32),  # GroupNorm(32, C) in its convs
         (MODELS, 'RPNHead'): dict(in_channels=8),
         (MODELS, 'StandardRoIHead'): dict(num_classes=3, in_channels=8, fc_channels=16, mask_channels=8),
         (MODELS, 'RetinaNet'): dict(backbone=det_backbone, neck=dict(type='FPN', out_channels=8, num_outs=5,
                                                                      add_extra_convs='on_input'),
                                     bbox_head=dict(type='RetinaHead', num_classes=3, in_channels=8)),
-        (MODELS, 'FCOS'): dict(backbone=det_backbone, neck=dict(type='FPN', out_channels=8, num_outs=5,
+        (MODELS, 'FCOS'): dict(backbone=det_backbone, neck=dict(type='FPN', out_channels=32, num_outs=5,
                                                                 add_extra_convs='on_output'),
-                               bbox_head=dict(type='FCOSHead', num_classes=3, in_channels=8)),
+                               bbox_head=dict(type='FCOSHead', num_classes=3, in_channels=32)),
         (MODELS, 'MaskRCNN'): dict(backbone=dict(det_backbone, out_indices=(1, 2, 3, 4)),
                                    neck=dict(type='FPN', out_channels=8, num_outs=5),
                                    rpn_head=dict(type='RPNHead', in_channels=8),
@@ -41,6 +42,19 @@ def _build_args(tiny_shapes, tmp_path):
         (DATASETS, 'ShapesClsDataset'): dict(split='val', data_root=tiny_shapes['data_root'],
                                              shapes_cfg=_tiny_cfg()),
         (TRANSFORMS, 'TimmTransform'): dict(input_size=32),
+        (DATASETS, 'CocoDataset'): dict(ann_file=tiny_shapes['det_val_ann'],
+                                        data_prefix=dict(img=tiny_shapes['det_val_img'])),
+        (DATASETS, 'ShapesDetDataset'): dict(split='val', data_root=tiny_shapes['data_root'], shapes_cfg=_tiny_cfg()),
+        (TRANSFORMS, 'LoadImageFromFile'): dict(),
+        (TRANSFORMS, 'LoadAnnotations'): dict(with_mask=True),
+        (TRANSFORMS, 'Resize'): dict(scale=(64, 48)),
+        (TRANSFORMS, 'RandomFlip'): dict(prob=0.5),
+        (TRANSFORMS, 'PackDetInputs'): dict(),
+        (DATA_SAMPLERS, 'AspectRatioBatchSampler'): dict(sampler=SimpleNamespace(dataset=DATASETS.build(dict(
+            type='ShapesDetDataset', split='val', data_root=tiny_shapes['data_root'], shapes_cfg=_tiny_cfg()))),
+            batch_size=2),
+        (METRICS, 'CocoMetric'): dict(metric=['bbox', 'segm']),
+        (FUNCTIONS, 'det_collate'): dict(),
         (METRICS, 'Accuracy'): dict(),
         (METRICS, 'DumpPredictions'): dict(out_file=str(tmp_path / 'preds.json')),
         (HOOKS, 'EvalProgressHook'): dict(),
@@ -63,6 +77,9 @@ def test_every_registered_type_builds(tiny_shapes, tmp_path):
     untested = sorted(f'{reg.name}:{name}' for reg, name in registered - set(args))
     assert not untested, f'registered types without a build case in tests/test_registry.py: {untested}'
     for (reg, name), kwargs in args.items():
+        if reg is FUNCTIONS:  # functions are looked up, not built
+            assert reg.get(name) is not None and reg.get(name).__name__ == name
+            continue
         obj = reg.build(dict(type=name, **kwargs))
         assert type(obj).__name__ == name
 
