@@ -108,10 +108,16 @@ class AnchorGenerator(nn.Module):
         return [anchors for _ in range(len(image_list.image_sizes))]
 
 
-def _norm_layer(norm: Optional[str], name: str):
+def _check_group_norm(in_channels: int, name: str) -> None:
+    if in_channels % 32:
+        raise ConfigError(f'{name}.in_channels: GroupNorm with 32 groups needs a multiple of 32, got {in_channels}')
+
+
+def _norm_layer(norm: Optional[str], in_channels: int, name: str):
     if norm is None:
         return None
     if norm == 'GN':
+        _check_group_norm(in_channels, name)
         return lambda c: nn.GroupNorm(32, c)
     raise ConfigError(f"{name}.norm: expected None or 'GN', got {norm!r}")
 
@@ -141,7 +147,7 @@ class RetinaHead(_TVRetinaNetHead):
                                                     strides=(8, 16, 32, 64, 128))
         prior = AnchorGenerator(**anchor_generator)
         super().__init__(in_channels, prior.num_base_anchors, _check_classes(num_classes, 'bbox_head'),
-                         norm_layer=_norm_layer(norm, 'bbox_head'))
+                         norm_layer=_norm_layer(norm, in_channels, 'bbox_head'))
         self.classification_head.cls_logits.bias.data.fill_(-math.log((1 - prior_prob) / prior_prob))
         self.anchor_generator = prior
         self.num_classes = num_classes
@@ -160,6 +166,7 @@ class FCOSHead(_TVFCOSHead):
 
     def __init__(self, num_classes: int, in_channels: int = 256, strides: Sequence[int] = (8, 16, 32, 64, 128),
                  num_convs: int = 4):
+        _check_group_norm(in_channels, 'bbox_head')
         super().__init__(in_channels, 1, _check_classes(num_classes, 'bbox_head'), num_convs=num_convs)
         # points at cell centres (mmdet's MlvlPointGenerator offset 0.5) with the stride as the anchor size:
         # torchvision's FCOS target assignment reads the size as the level's stride
