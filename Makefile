@@ -14,7 +14,7 @@ MMPRETRAIN_PKGS := mmpretrain==1.2.0 mmcv-lite==2.1.0 importlib_metadata==8.7.0 
 # a real COCO instances file (3 VOC photos, 12 polygons) for the evaluation tests; only the labelme sdist ships it
 LABELME_VERSION := 6.3.1
 LABELME_COCO := .cache/labelme-$(LABELME_VERSION)/examples/instance_segmentation/data_dataset_coco/annotations.json
-DEMO_CONFIG := configs/fcos/fcos_van-b0_fpn_shapes-demo.py
+DEMO_CONFIG := configs/fcos/fcos_efficientvit-m0_fpn_shapes-demo.py
 DEMO_DIR := work_dirs/demo_$(shell date +%Y%m%d_%H%M%S)
 
 .PHONY: install test demo clean

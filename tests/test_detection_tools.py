@@ -14,7 +14,7 @@ from conftest import ROOT, TINY_SHAPES, run_tool, write_config
 from test_tools import _assert_one_clear_error, _scalars
 from visionzoo.engine.checkpoint import safe_load
 
-DEMO = os.path.join(ROOT, 'configs', 'fcos', 'fcos_van-b0_fpn_shapes-demo.py')
+DEMO = os.path.join(ROOT, 'configs', 'fcos', 'fcos_efficientvit-m0_fpn_shapes-demo.py')
 
 
 def tiny_det_config(tmp_path, tiny_shapes, extra: str = '', name='tiny_det.py', train_ann=None) -> str:
