@@ -83,7 +83,8 @@ def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
 
 
 def registered_type_names() -> set:
-    """Every name registered in mmengine's root registries and their children (visionzoo's among them)."""
+    """Every name registered in mmengine's root registries and their children (visionzoo's among them), plus the
+    norm and activation layer names the necks and backbones build themselves."""
     import mmengine.dataset  # noqa: F401  (register mmengine's own modules)
     import mmengine.evaluator  # noqa: F401
     import mmengine.hooks  # noqa: F401
@@ -107,7 +108,9 @@ def registered_type_names() -> set:
     for obj in vars(root).values():
         if isinstance(obj, Registry):
             visit(obj)
-    return names
+    # norm and activation layers named in configs (norm=dict(type='GN'), out_norm=dict(type='LN', eps=...))
+    from ..necks.fpn import LAYER_TYPES
+    return names | LAYER_TYPES
 
 
 def _walk_types(node, path: str) -> Iterator[Tuple[str, str]]:

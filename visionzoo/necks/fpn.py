@@ -18,7 +18,7 @@ from ..layers.fuse import fold_bn_into
 from ..registry import MODELS
 from ..utils.errors import ConfigError
 
-__all__ = ['build_norm', 'build_act', 'xavier_init', 'ConvNormAct', 'FPNBase', 'FPN', 'PAFPN']
+__all__ = ['LAYER_TYPES', 'build_norm', 'build_act', 'xavier_init', 'ConvNormAct', 'FPNBase', 'FPN', 'PAFPN']
 
 NormCfg = Optional[Union[str, dict]]
 ActCfg = Optional[Union[str, dict]]
@@ -27,6 +27,8 @@ ActCfg = Optional[Union[str, dict]]
 _NORMS = {'BN': ('bn', nn.BatchNorm2d), 'SyncBN': ('bn', nn.SyncBatchNorm), 'GN': ('gn', nn.GroupNorm),
           'LN': ('ln', LayerNorm2d)}
 _ACTS = {'ReLU': nn.ReLU, 'LeakyReLU': nn.LeakyReLU, 'SiLU': nn.SiLU, 'GELU': nn.GELU, 'Hardswish': nn.Hardswish}
+# the norm and activation names configs may give as dict(type=...); not registry types (tools' type checks allow them)
+LAYER_TYPES = frozenset(_NORMS) | frozenset(_ACTS)
 _EXTRA_SOURCES = ('on_input', 'on_lateral', 'on_output')
 _UPSAMPLE_MODES = ('nearest', 'nearest-exact', 'bilinear', 'bicubic')
 
