@@ -42,7 +42,7 @@ test_dataloader = val_dataloader
 val_evaluator = dict(type='CocoMetric', metric='bbox')
 test_evaluator = val_evaluator
 
-max_epochs = 11
+max_epochs = 8
 optim_wrapper = dict(
     optimizer=dict(type='AdamW', lr=2e-3, weight_decay=0.05),
     paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0),
