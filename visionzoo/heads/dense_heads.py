@@ -18,6 +18,7 @@ from torchvision.models.detection.rpn import RPNHead as _TVRPNHead
 
 from ..registry import MODELS
 from ..utils.errors import ConfigError
+from ..utils.options import positive_int
 
 __all__ = ['AnchorGenerator', 'RetinaHead', 'FCOSHead', 'RPNHead']
 
@@ -122,12 +123,6 @@ def _norm_layer(norm: Optional[str], in_channels: int, name: str):
     raise ConfigError(f"{name}.norm: expected None or 'GN', got {norm!r}")
 
 
-def _check_classes(num_classes, name: str) -> int:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ConfigError(f'{name}.num_classes: expected a positive int, got {num_classes!r}')
-    return num_classes
-
-
 @MODELS.register_module()
 class RetinaHead(_TVRetinaNetHead):
     """RetinaNet head: 4 shared-width convs per branch, sigmoid focal classification, ``(dx, dy, dw, dh)`` boxes.
@@ -146,7 +141,7 @@ class RetinaHead(_TVRetinaNetHead):
         anchor_generator = anchor_generator or dict(octave_base_scale=4, scales_per_octave=3, ratios=(0.5, 1.0, 2.0),
                                                     strides=(8, 16, 32, 64, 128))
         prior = AnchorGenerator(**anchor_generator)
-        super().__init__(in_channels, prior.num_base_anchors, _check_classes(num_classes, 'bbox_head'),
+        super().__init__(in_channels, prior.num_base_anchors, positive_int('bbox_head.num_classes', num_classes),
                          norm_layer=_norm_layer(norm, in_channels, 'bbox_head'))
         self.classification_head.cls_logits.bias.data.fill_(-math.log((1 - prior_prob) / prior_prob))
         self.anchor_generator = prior
@@ -167,7 +162,7 @@ class FCOSHead(_TVFCOSHead):
     def __init__(self, num_classes: int, in_channels: int = 256, strides: Sequence[int] = (8, 16, 32, 64, 128),
                  num_convs: int = 4):
         _check_group_norm(in_channels, 'bbox_head')
-        super().__init__(in_channels, 1, _check_classes(num_classes, 'bbox_head'), num_convs=num_convs)
+        super().__init__(in_channels, 1, positive_int('bbox_head.num_classes', num_classes), num_convs=num_convs)
         # points at cell centres (mmdet's MlvlPointGenerator offset 0.5) with the stride as the anchor size:
         # torchvision's FCOS target assignment reads the size as the level's stride
         self.anchor_generator = AnchorGenerator(strides, ratios=(1.0,), scales=(1.0,), center_offset=0.5)

@@ -15,8 +15,7 @@ from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops import roi_align
 
 from ..registry import MODELS
-from ..utils.errors import ConfigError
-from ..utils.options import merged_options
+from ..utils.options import merged_options, positive_int
 
 __all__ = ['MultiLevelRoIAlign', 'StandardRoIHead', 'map_roi_levels']
 
@@ -81,8 +80,7 @@ class StandardRoIHead(RoIHeads):
     def __init__(self, num_classes: int, in_channels: int = 256, featmap_strides: Sequence[int] = (4, 8, 16, 32),
                  fc_channels: int = 1024, mask_channels: int = 256, num_mask_convs: int = 4, with_mask: bool = True,
                  sampling_ratio: int = 0, train_cfg: Optional[dict] = None, test_cfg: Optional[dict] = None):
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ConfigError(f'roi_head.num_classes: expected a positive int, got {num_classes!r}')
+        positive_int('roi_head.num_classes', num_classes)
         train = merged_options('roi_head.train_cfg', train_cfg, dict(
             pos_iou_thr=0.5, neg_iou_thr=0.5, num=512, pos_fraction=0.25, bbox_reg_weights=(10., 10., 5., 5.)))
         test = merged_options('roi_head.test_cfg', test_cfg, dict(score_thr=0.05, nms_iou=0.5, max_per_img=100))

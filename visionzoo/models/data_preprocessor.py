@@ -6,6 +6,7 @@ from mmengine.model import BaseDataPreprocessor
 
 from ..registry import MODELS
 from ..utils.errors import ConfigError
+from ..utils.options import positive_int
 
 __all__ = ['DetDataPreprocessor']
 
@@ -27,8 +28,7 @@ class DetDataPreprocessor(BaseDataPreprocessor):
         if len(mean) != 3 or len(std) != 3 or any(s <= 0 for s in std):
             raise ConfigError(f'data_preprocessor: expected 3 mean values and 3 positive std values, got mean={mean}, '
                               f'std={std}')
-        if isinstance(pad_size_divisor, bool) or not isinstance(pad_size_divisor, int) or pad_size_divisor < 1:
-            raise ConfigError(f'data_preprocessor.pad_size_divisor: expected a positive int, got {pad_size_divisor!r}')
+        positive_int('data_preprocessor.pad_size_divisor', pad_size_divisor)
         self.register_buffer('mean', torch.tensor(mean, dtype=torch.float32).view(3, 1, 1), persistent=False)
         self.register_buffer('std', torch.tensor(std, dtype=torch.float32).view(3, 1, 1), persistent=False)
         self.pad_size_divisor = pad_size_divisor
