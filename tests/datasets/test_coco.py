@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, SequentialSampler
 
 from conftest import TINY_SHAPES
-from visionzoo.datasets.coco import CocoDataset, ShapesDetDataset
+from visionzoo.datasets import CocoDataset, ShapesDetDataset
 from visionzoo.datasets.det_transforms import (LoadAnnotations, LoadImageFromFile, PackDetInputs, RandomFlip, Resize,
                                                det_collate)
 from visionzoo.datasets.samplers import AspectRatioBatchSampler
@@ -461,7 +461,7 @@ def test_bad_arguments(tiny_shapes):
         CocoDataset(tiny_shapes['det_train_ann'], on_invalid='ignore', **kw)
     with pytest.raises(ConfigError, match='metainfo.classes'):
         CocoDataset(tiny_shapes['det_train_ann'], metainfo=dict(classes='star'), **kw)
-    with pytest.raises(ConfigError, match='pipeline'):
+    with pytest.raises(DatasetError, match='pipeline'):  # as ImageFolderDataset: one builder, one error type
         CocoDataset(tiny_shapes['det_train_ann'], pipeline=[42], **kw)
 
 

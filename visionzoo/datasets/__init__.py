@@ -1,14 +1,15 @@
 """Datasets, transforms and the embedded shapes data."""
-from .coco import CocoDataset, ShapesDetDataset
+from .base import Compose, build_pipeline
+from .coco import CocoDataset
 from .det_transforms import LoadAnnotations, LoadImageFromFile, PackDetInputs, RandomFlip, Resize, det_collate
 from .image_folder import IMG_EXTENSIONS, ImageFolderDataset
 from .samplers import AspectRatioBatchSampler
 from .shapes import SHAPES_CLASSES, make_shapes, shapes_root
-from .shapes_dataset import ShapesClsDataset
+from .shapes_dataset import ShapesClsDataset, ShapesDetDataset
 from .transforms import TimmTransform
 
 __all__ = [
     'ImageFolderDataset', 'IMG_EXTENSIONS', 'TimmTransform', 'SHAPES_CLASSES', 'make_shapes', 'shapes_root',
     'ShapesClsDataset', 'CocoDataset', 'ShapesDetDataset', 'LoadImageFromFile', 'LoadAnnotations', 'Resize',
-    'RandomFlip', 'PackDetInputs', 'det_collate', 'AspectRatioBatchSampler',
+    'RandomFlip', 'PackDetInputs', 'det_collate', 'AspectRatioBatchSampler', 'Compose', 'build_pipeline',
 ]

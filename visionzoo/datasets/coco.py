@@ -1,5 +1,5 @@
-"""COCO instances datasets: ``CocoDataset`` for any COCO-format JSON file and ``ShapesDetDataset`` for the generated
-shapes data.
+"""COCO instances dataset: ``CocoDataset`` for any COCO-format JSON file (``ShapesDetDataset``, the generated shapes
+data, lives next to ``ShapesClsDataset`` in ``shapes_dataset.py``).
 
 The annotation file is validated once, when the dataset is built, so that bad input fails early with one message
 naming the file and the image / annotation id instead of crashing deep inside a training step. Only image decoding is
@@ -14,11 +14,11 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from ..registry import DATASETS, TRANSFORMS
+from ..registry import DATASETS
 from ..utils.errors import ConfigError, DatasetError
-from .shapes import make_shapes
+from .base import SampleDataset
 
-__all__ = ['CocoDataset', 'ShapesDetDataset']
+__all__ = ['CocoDataset']
 
 _SKIP_HINT = "set on_invalid='skip' on the dataset to drop such entries with a warning"
 _BOX_TOLERANCE = 1.0  # px a box may stick out of its image (real files have x + w == width); such boxes are clipped
@@ -47,27 +47,8 @@ def _preview(items: Sequence, limit: int = 12) -> str:
     return head + (f', ... ({len(items)} in all)' if len(items) > limit else '')
 
 
-def _build_pipeline(pipeline) -> List[Callable]:
-    if pipeline is None:
-        return []
-    if isinstance(pipeline, dict) or callable(pipeline):
-        pipeline = [pipeline]
-    if not isinstance(pipeline, (list, tuple)):
-        raise ConfigError(f'pipeline: expected a list of transform config dicts or callables, got '
-                          f'{type(pipeline).__name__}')
-    steps = []
-    for t in pipeline:
-        if isinstance(t, dict):
-            steps.append(TRANSFORMS.build(t))
-        elif callable(t):
-            steps.append(t)
-        else:
-            raise ConfigError(f'pipeline: expected transform config dicts or callables, got {t!r}')
-    return steps
-
-
 @DATASETS.register_module()
-class CocoDataset:
+class CocoDataset(SampleDataset):
     """COCO instances dataset (mmdet's ``CocoDataset`` names, plain dict records).
 
     One record per image, ``dict(img_id, img_path, height, width, instances=[dict(bbox=[x1, y1, x2, y2],
@@ -83,7 +64,8 @@ class CocoDataset:
         ann_file: COCO instances JSON; relative paths are joined to ``data_root``.
         data_root: folder that relative ``ann_file`` and ``data_prefix['img']`` are joined to ('' for none).
         data_prefix: ``dict(img=<folder of the images>)``; image ``file_name`` entries are relative to it.
-        pipeline: list of transform config dicts (built from the ``TRANSFORMS`` registry) or callables.
+        pipeline: list of transform config dicts (built from the ``TRANSFORMS`` registry) or callables (see
+            :func:`~visionzoo.datasets.base.build_pipeline`).
         metainfo: ``dict(classes=(...))`` selects and orders categories by name; annotations of other categories are
             dropped. By default every category of the file, sorted by id.
         filter_cfg: ``dict(filter_empty_gt=True, min_size=0)``: when not ``test_mode``, drop images without
@@ -91,6 +73,8 @@ class CocoDataset:
         test_mode: keep every image (no filtering), as for validation and testing.
         on_invalid: ``'error'`` raises a DatasetError for the first invalid image or annotation (missing or
             undecodable image file, malformed record, bad box, unknown category); ``'skip'`` drops it with a warning.
+            ``'skip'`` also makes ``dataset[i]`` warn about an image the pipeline cannot load and return the next one,
+            as ``ImageFolderDataset(skip_corrupt=True)`` does (:class:`~visionzoo.datasets.base.SampleDataset`).
     """
 
     def __init__(self, ann_file: str, data_root: str = '', data_prefix: Optional[dict] = None,
@@ -112,7 +96,8 @@ class CocoDataset:
         self.filter_cfg = filter_cfg
         self.test_mode = test_mode
         self.on_invalid = on_invalid
-        self.pipeline = _build_pipeline(pipeline)
+        self._init_sample_dataset(pipeline, skip=on_invalid == 'skip', skip_option="on_invalid='skip'",
+                                  source=self.ann_file)
 
         data = self._load_json()
         self._parse_categories(data['categories'], (metainfo or {}).get('classes'))
@@ -129,7 +114,6 @@ class CocoDataset:
         blobs = [pickle.dumps(r, protocol=pickle.HIGHEST_PROTOCOL) for r in records]
         self._ends = np.cumsum([len(b) for b in blobs], dtype=np.int64)
         self._buffer = np.frombuffer(b''.join(blobs), dtype=np.uint8)
-        self._bad = set()
 
     # ------------------------------------------------------------------------------------------------ loading
     def _join(self, path: str) -> str:
@@ -318,25 +302,8 @@ class CocoDataset:
         start = int(self._ends[idx - 1]) if idx > 0 else 0
         return pickle.loads(self._buffer[start:int(self._ends[idx])].tobytes())
 
-    def __getitem__(self, idx: int):
-        n = len(self)
-        idx = range(n)[idx]
-        for step in range(n):
-            i = (idx + step) % n
-            if i in self._bad:
-                continue
-            try:
-                results = self.get_data_info(i)
-                for t in self.pipeline:
-                    results = t(results)
-                return results
-            except DatasetError as e:
-                if self.on_invalid == 'error':
-                    raise DatasetError(f"{e}; set on_invalid='skip' on the dataset to skip such images with a "
-                                       f"warning") from None
-                self._bad.add(i)
-                warnings.warn(f'{e}; skipped (on_invalid=skip), using the next image')
-        raise DatasetError(f'{self.ann_file}: none of the {n} images could be loaded')
+    def _prepare(self, i: int):
+        return self.pipeline(self.get_data_info(i))
 
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(ann_file={self.ann_file!r}, images={len(self)}, '
@@ -353,26 +320,3 @@ def _segmentation_ok(segm, height: int, width: int) -> bool:
     if isinstance(segm, dict):
         return isinstance(segm.get('counts'), (str, list)) and list(segm.get('size') or ()) == [height, width]
     return False
-
-
-@DATASETS.register_module()
-class ShapesDetDataset(CocoDataset):
-    """Detection split of the generated shapes data (4 classes, COCO category ids 1-4).
-
-    Args:
-        split: ``'train'`` or ``'val'``.
-        data_root: cache folder for the generated data (default: ``$VISIONZOO_DATA/shapes`` or
-            ``~/.cache/visionzoo/shapes``).
-        shapes_cfg: keyword arguments of :func:`visionzoo.datasets.make_shapes` (seed, sizes, counts).
-        **kwargs: as :class:`CocoDataset` (``pipeline``, ``metainfo``, ``filter_cfg``, ``test_mode``,
-            ``on_invalid``).
-    """
-
-    def __init__(self, split: str = 'train', data_root: Optional[str] = None, shapes_cfg: Optional[dict] = None,
-                 **kwargs):
-        if split not in ('train', 'val'):
-            raise DatasetError(f"split: expected 'train' or 'val', got {split!r}")
-        paths = make_shapes(data_root, **(shapes_cfg or {}))
-        self.split = split
-        super().__init__(ann_file=paths[f'det_{split}_ann'], data_prefix=dict(img=paths[f'det_{split}_img']),
-                         **kwargs)

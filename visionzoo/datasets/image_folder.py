@@ -1,30 +1,20 @@
 """ImageFolder-style classification dataset: ``root/<class_name>/<image>``."""
 import os
-import warnings
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 from PIL import Image, UnidentifiedImageError
 
-from ..registry import DATASETS, TRANSFORMS
+from ..registry import DATASETS
 from ..utils.errors import DatasetError
+from .base import SampleDataset
 
 __all__ = ['ImageFolderDataset', 'IMG_EXTENSIONS']
 
 IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.webp', '.tif', '.tiff', '.ppm', '.pgm')
 
 
-def _build_pipeline(pipeline):
-    if pipeline is None:
-        return None
-    if isinstance(pipeline, dict):
-        return TRANSFORMS.build(pipeline)
-    if callable(pipeline):
-        return pipeline
-    raise DatasetError(f'pipeline: expected a transform config dict or a callable, got {type(pipeline).__name__}')
-
-
 @DATASETS.register_module()
-class ImageFolderDataset:
+class ImageFolderDataset(SampleDataset):
     """Classification dataset over class sub-folders.
 
     Items are ``dict(inputs=<transformed image>, data_samples=dict(gt_label=int, img_path=str))`` so that the
@@ -33,16 +23,17 @@ class ImageFolderDataset:
     Args:
         data_root: folder with one sub-folder of images per class.
         pipeline: transform config (e.g. ``dict(type='TimmTransform', input_size=224)``) or a callable on a
-            PIL RGB image.
+            PIL RGB image, or a list of them applied in order (see :func:`~visionzoo.datasets.base.build_pipeline`).
         metainfo: ``dict(classes=[...])`` picks and orders the class folders; by default every sub-folder, sorted.
-        skip_corrupt: when an image cannot be decoded, warn and use the next readable image instead of raising.
+        skip_corrupt: when an image cannot be decoded, warn and use the next readable image instead of raising
+            (the loop of :class:`~visionzoo.datasets.base.SampleDataset`).
     """
 
-    def __init__(self, data_root: str, pipeline: Union[dict, callable, None] = None, metainfo: Optional[dict] = None,
-                 skip_corrupt: bool = False, lazy_init: bool = False):
+    def __init__(self, data_root: str, pipeline: Union[Sequence, dict, Callable, None] = None,
+                 metainfo: Optional[dict] = None, skip_corrupt: bool = False):
         self.data_root = data_root
         self.skip_corrupt = skip_corrupt
-        self.pipeline = _build_pipeline(pipeline)
+        self._init_sample_dataset(pipeline, skip=skip_corrupt, skip_option='skip_corrupt=True', source=data_root)
         classes: Optional[Sequence[str]] = (metainfo or {}).get('classes')
         if not data_root or not os.path.isdir(data_root):
             raise DatasetError(f'data_root: dataset folder not found: {data_root!r} (expected a folder with one '
@@ -66,7 +57,6 @@ class ImageFolderDataset:
         if not self.samples:
             raise DatasetError(f'{data_root}: no images found (expected <class_name>/<image> files with extensions '
                                f'{", ".join(IMG_EXTENSIONS)})')
-        self._bad = set()
 
     @property
     def metainfo(self) -> dict:
@@ -79,24 +69,10 @@ class ImageFolderDataset:
         try:
             with Image.open(path) as img:
                 return img.convert('RGB')
-        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
-            raise DatasetError(f'{path}: cannot read image ({type(e).__name__}: {e}); set the dataset option '
-                               f'skip_corrupt=True to skip unreadable files with a warning') from None
+        except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            raise DatasetError(f'{path}: cannot read image ({type(e).__name__}: {e}); expected a readable image '
+                               f'file') from None
 
-    def __getitem__(self, idx: int) -> dict:
-        for step in range(len(self.samples)):
-            i = (idx + step) % len(self.samples)
-            path, label = self.samples[i]
-            if i in self._bad:
-                continue
-            try:
-                img = self._load(path)
-            except DatasetError as e:
-                if not self.skip_corrupt:
-                    raise
-                self._bad.add(i)
-                warnings.warn(f'skipping unreadable image: {e}')
-                continue
-            inputs = self.pipeline(img) if self.pipeline is not None else img
-            return dict(inputs=inputs, data_samples=dict(gt_label=label, img_path=path))
-        raise DatasetError(f'{self.data_root}: none of the {len(self.samples)} images could be read')
+    def _prepare(self, i: int) -> dict:
+        path, label = self.samples[i]
+        return dict(inputs=self.pipeline(self._load(path)), data_samples=dict(gt_label=label, img_path=path))
