@@ -13,7 +13,7 @@ setup(
     install_requires=[
         'torch>=2.4',
         'torchvision>=0.19',
-        'timm>=1.0.20',
+        'timm>=1.0.21',  # timm.layers.calculate_drop_path_rates
         'mmengine==0.10.7',
         'numpy',
         'pycocotools',

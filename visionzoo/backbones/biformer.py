@@ -24,18 +24,26 @@ What differs from the official code:
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import DropPath
+from timm.layers import DropPath, calculate_drop_path_rates, register_notrace_function
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
 from ..ops.routing_attention import routing_attention
+from ..utils.options import argument_error
 from ._checkpoint import unwrap_state_dict
-from ._contract import ClassifierMixin, init_linear_trunc_normal
+from ._contract import ClassifierMixin, check_output_fmt, checkpointed, init_linear_trunc_normal
 
-__all__ = ['BiFormer', 'BiFormerBlock', 'BiLevelRoutingAttention', 'AttentionLePE', 'checkpoint_filter_fn']
+__all__ = ['BiFormer', 'BiFormerStage', 'BiFormerBlock', 'BiLevelRoutingAttention', 'AttentionLePE',
+           'checkpoint_filter_fn']
+
+# FX tracing: the routed-attention op and the region padding branch on shapes, so a traced model calls them as
+# single nodes (timm's feature_cls='fx', torchvision's feature extraction, FX quantisation).
+register_notrace_function(routing_attention)
+torch.fx.wrap('routing_attention')
 
 
 def _nchw(x: torch.Tensor) -> torch.Tensor:
@@ -45,6 +53,24 @@ def _nchw(x: torch.Tensor) -> torch.Tensor:
 
 def _nhwc(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 2, 3, 1)
+
+
+@torch.fx.wrap
+@register_notrace_function
+def _pad_to_regions(x: torch.Tensor, n_win: int) -> torch.Tensor:
+    """Zero-pad an (N, H, W, C) map at the bottom and right to multiples of ``n_win`` (the official auto_pad)."""
+    pad_b, pad_r = -x.shape[1] % n_win, -x.shape[2] % n_win
+    return F.pad(x, (0, 0, 0, pad_r, 0, pad_b)) if pad_b or pad_r else x
+
+
+@torch.fx.wrap
+@register_notrace_function
+def _crop_like(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``x`` cropped to the height and width of ``like`` (both (N, H, W, C)); unchanged when they match."""
+    height, width = like.shape[1:3]
+    if x.shape[1] == height and x.shape[2] == width:
+        return x
+    return x[:, :height, :width].contiguous()
 
 
 class QKVLinear(nn.Module):
@@ -73,7 +99,8 @@ class BiLevelRoutingAttention(nn.Module):
         self.dim = dim
         self.qk_dim = qk_dim or dim
         if self.qk_dim % num_heads or dim % num_heads:
-            raise ValueError(f'qk_dim ({self.qk_dim}) and dim ({dim}) must be divisible by num_heads ({num_heads})')
+            raise argument_error('BiLevelRoutingAttention', 'num_heads', num_heads,
+                                 f'qk_dim ({self.qk_dim}) and dim ({dim}) must be divisible by num_heads')
         self.num_heads = num_heads
         self.n_win = n_win
         self.topk = topk
@@ -84,20 +111,13 @@ class BiLevelRoutingAttention(nn.Module):
         self.wo = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _, height, width, _ = x.shape
-        pad_b, pad_r = -height % self.n_win, -width % self.n_win
-        if pad_b or pad_r:
-            x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
-        q, k, v = self.qkv(x).split([self.qk_dim, self.qk_dim, self.dim], dim=-1)
+        q, k, v = self.qkv(_pad_to_regions(x, self.n_win)).split([self.qk_dim, self.qk_dim, self.dim], dim=-1)
         heads = self.num_heads
         out = routing_attention(q.unflatten(-1, (heads, -1)), k.unflatten(-1, (heads, -1)),
                                 v.unflatten(-1, (heads, -1)), self.n_win, self.topk, self.scale).flatten(-2)
         if self.lepe is not None:
             out = out + _nhwc(self.lepe(_nchw(v)))
-        out = self.wo(out)
-        if pad_b or pad_r:
-            out = out[:, :height, :width].contiguous()
-        return out
+        return _crop_like(self.wo(out), x)
 
 
 class AttentionLePE(nn.Module):
@@ -108,7 +128,7 @@ class AttentionLePE(nn.Module):
     def __init__(self, dim: int, num_heads: int = 8, side_dwconv: int = 5):
         super().__init__()
         if dim % num_heads:
-            raise ValueError(f'dim ({dim}) must be divisible by num_heads ({num_heads})')
+            raise argument_error('AttentionLePE', 'num_heads', num_heads, f'dim ({dim}) must be divisible by num_heads')
         self.num_heads = num_heads
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.proj = nn.Linear(dim, dim)
@@ -157,8 +177,8 @@ class BiFormerBlock(nn.Module):
         elif topk in (-1, -2):
             self.attn = AttentionLePE(dim, side_dwconv=side_dwconv if topk == -2 else 0)
         else:
-            raise ValueError(f'topk must be > 0 (routing attention), -1 (attention) or -2 (attention with LePE), '
-                             f'got {topk}')
+            raise argument_error('BiFormerBlock', 'topk', topk, 'topk must be > 0 (routing attention), -1 (attention) '
+                                 'or -2 (attention with LePE)')
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         hidden = int(mlp_ratio * dim)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), DWConv(hidden) if mlp_dwconv else nn.Identity(), nn.GELU(),
@@ -172,10 +192,25 @@ class BiFormerBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
+class BiFormerStage(nn.Sequential):
+    """The blocks of one stage (official keys ``stages.{i}.{j}``): NCHW map in, blocks on the NHWC map, NCHW map
+    out, so the stage's output is the stage feature (timm's FX feature extraction returns it). With
+    ``grad_checkpointing`` each block runs under activation checkpointing."""
+
+    grad_checkpointing = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = _nhwc(x)
+        for block in self:
+            x = checkpointed(self.grad_checkpointing, block, x)
+        return _nchw(x)
+
+
 def _per_stage(name: str, value, kind=int) -> Tuple:
     values = tuple(value) if isinstance(value, Sequence) else (value,) * 4
     if len(values) != 4 or not all(isinstance(v, kind) and not isinstance(v, bool) for v in values):
-        raise ValueError(f'{name} must be an int or a sequence of 4 ints (one per stage), got {value!r}')
+        raise argument_error('BiFormer', name, value,
+                             f'{name} must be an int or a sequence of 4 ints (one per stage), got {value!r}')
     return values
 
 
@@ -215,11 +250,7 @@ class BiFormer(ClassifierMixin, nn.Module):
         n_wins = _per_stage('n_win', n_win)
         mlp_ratios = tuple(mlp_ratios) if isinstance(mlp_ratios, Sequence) else (mlp_ratios,) * 4
         qk_dims = embed_dims if qk_dims is None else _per_stage('qk_dims', qk_dims)
-        self.num_classes = num_classes
-        self.global_pool = self._checked_pool(global_pool)
         self.embed_dim = list(embed_dims)
-        self.num_features = self.head_hidden_size = embed_dims[-1]
-        self.grad_checkpointing = False
 
         stem = nn.Sequential(
             nn.Conv2d(in_chans, embed_dims[0] // 2, 3, stride=2, padding=1), nn.BatchNorm2d(embed_dims[0] // 2),
@@ -229,11 +260,11 @@ class BiFormer(ClassifierMixin, nn.Module):
             nn.Sequential(nn.Conv2d(embed_dims[i], embed_dims[i + 1], 3, stride=2, padding=1),
                           nn.BatchNorm2d(embed_dims[i + 1]))
             for i in range(3)])
-        dpr = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()  # also when built on meta
+        dpr = calculate_drop_path_rates(drop_path_rate, sum(depths))
         self.stages = nn.ModuleList()
         for i in range(4):
             start = sum(depths[:i])
-            self.stages.append(nn.Sequential(*[
+            self.stages.append(BiFormerStage(*[
                 BiFormerBlock(embed_dims[i], qk_dims[i] // head_dim, n_win=n_wins[i], topk=topks[i], qk_dim=qk_dims[i],
                               qk_scale=qk_scale, mlp_ratio=mlp_ratios[i], mlp_dwconv=mlp_dwconv,
                               side_dwconv=side_dwconv, before_attn_dwconv=before_attn_dwconv, drop_path=dpr[start + j])
@@ -241,9 +272,14 @@ class BiFormer(ClassifierMixin, nn.Module):
         self.feature_info = [dict(num_chs=embed_dims[i], reduction=4 * 2 ** i, module=f'stages.{i}')
                              for i in range(4)]
         self.norm = nn.BatchNorm2d(embed_dims[-1])
-        self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(embed_dims[-1], num_classes) if num_classes > 0 else nn.Identity()
+        self._init_classifier(embed_dims[-1], num_classes, global_pool, drop_rate)
         self.apply(init_linear_trunc_normal)
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+        for stage in self.stages:
+            stage.grad_checkpointing = enable
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set:
@@ -256,16 +292,13 @@ class BiFormer(ClassifierMixin, nn.Module):
                         (r'^downsample_layers\.(\d+)', (0,)), (r'^stages\.(\d+)\.(\d+)', None), (r'^norm', (99999,))])
 
     def _stage(self, i: int, x: torch.Tensor) -> torch.Tensor:
-        """Downsample (NCHW in) and the blocks of stage i; returns the NHWC map."""
-        x = _nhwc(self.downsample_layers[i](x))
-        for block in self.stages[i]:
-            x = self._checkpointed(block, x)
-        return x
+        """Downsample and the blocks of stage i; NCHW in and out."""
+        return self.stages[i](self.downsample_layers[i](x))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> the final normalised map (B, embed_dims[-1], H/32, W/32) (sides rounded up)."""
         for i in range(len(self.stages)):
-            x = _nchw(self._stage(i, x))
+            x = self._stage(i, x)
         return self.norm(x)
 
     def forward_intermediates(self, x: torch.Tensor, indices: Optional[Union[int, List[int]]] = None,
@@ -280,31 +313,25 @@ class BiFormer(ClassifierMixin, nn.Module):
             output_fmt: ``'NCHW'`` only.
             intermediates_only: return only the list of maps.
         """
-        if output_fmt != 'NCHW':
-            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
+        check_output_fmt(self, output_fmt, ('NCHW',))
         take_indices, max_index = feature_take_indices(len(self.stages), indices)
         last = len(self.stages) - 1
         stages = max_index + 1 if stop_early and intermediates_only else len(self.stages)
         intermediates = []
         for i in range(stages):
-            x = _nchw(self._stage(i, x))
+            x = self._stage(i, x)
             if i in take_indices:
                 intermediates.append((self.norm(x) if norm and i == last else x).contiguous())
         if intermediates_only:
             return intermediates
         return self.norm(x), intermediates
 
-    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> List[int]:
-        """Drop the stages after the last wanted one (and optionally the final norm and the head)."""
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        self.stages = self.stages[:max_index + 1]
-        self.downsample_layers = self.downsample_layers[:max_index + 1]
-        if prune_norm:
-            self.norm = nn.Identity()
-        if prune_head:
-            self.reset_classifier(0, '')
-        return take_indices
+    def _num_levels(self) -> int:
+        return len(self.stages)
+
+    def _prune_levels(self, keep: int) -> None:
+        self.stages = self.stages[:keep]
+        self.downsample_layers = self.downsample_layers[:keep]
 
 
 def checkpoint_filter_fn(state_dict: dict, model: BiFormer) -> dict:

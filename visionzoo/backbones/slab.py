@@ -45,16 +45,22 @@ import threading
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.utils.checkpoint
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import DropPath, trunc_normal_
+from timm.layers import (DropPath, Mlp, calculate_drop_path_rates, register_notrace_function, register_notrace_module,
+                         to_2tuple, trunc_normal_)
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
+from ..layers.fuse import fold_affine_after, fold_affine_before
+from ..layers.pos_embed import resample_grid_tokens
+from ..utils.options import argument_error
 from ._checkpoint import unwrap_state_dict
-from ._contract import ClassifierMixin, init_linear_trunc_normal
+from ._contract import ClassifierMixin, check_output_fmt, checkpointed, init_linear_trunc_normal
+
+torch.fx.wrap('resample_grid_tokens')  # FX tracing: the resampler returns early for an unchanged grid
 
 __all__ = ['RepBN', 'PRepBN', 'ChannelAffine', 'simplified_linear_attention', 'SlabVisionTransformer',
            'SlabPyramidVisionTransformer', 'SlabSwinTransformer', 'SlabCSWinTransformer', 'checkpoint_filter_fn']
@@ -120,7 +126,8 @@ class PRepBN(nn.Module):
     def __init__(self, dim: int, steps: int = 60000, warmup: int = 0, eps: float = 1e-5):
         super().__init__()
         if steps <= 0 or warmup < 0:
-            raise ValueError(f'prepbn_steps must be positive and the warm-up non-negative, got {steps}, {warmup}')
+            raise argument_error('PRepBN', 'steps', steps, f'prepbn_steps must be positive and the warm-up '
+                                 f'non-negative, got {steps}, {warmup}')
         self.register_buffer('warm', torch.tensor(warmup))
         self.register_buffer('iter', torch.tensor(steps))
         self.register_buffer('total_step', torch.tensor(steps))
@@ -175,21 +182,17 @@ def _foldable(norm: nn.Module) -> bool:
 
 
 @torch.no_grad()
-def _fold_into_linear(norm: nn.Module, linear: nn.Linear) -> None:
-    """``linear(scale·x + shift)`` -> ``linear'(x)`` in place (adds a bias if there was none)."""
-    scale, shift = norm.affine()
-    bias = linear.weight @ shift + (linear.bias if linear.bias is not None else 0.)
-    linear.weight.mul_(scale)
-    linear.bias = nn.Parameter(bias)
+def _fold_into(owner: nn.Module, name: str, norm: nn.Module) -> None:
+    """``owner.name(norm(x))`` -> ``owner.name'(x)`` for the eval-mode affine of ``norm`` (a Linear, or an
+    unpadded Linear-like layer; :func:`visionzoo.layers.fuse.fold_affine_before`)."""
+    setattr(owner, name, fold_affine_before(*norm.affine(), getattr(owner, name)))
 
 
 @torch.no_grad()
-def _fold_into_conv(conv: nn.Conv2d, norm: nn.Module) -> None:
-    """``scale·conv(x) + shift`` over the output channels -> ``conv'(x)`` in place."""
-    scale, shift = norm.affine()
-    bias = (conv.bias * scale if conv.bias is not None else 0.) + shift
-    conv.weight.mul_(scale.view(-1, 1, 1, 1))
-    conv.bias = nn.Parameter(bias)
+def _fold_after(owner: nn.Module, name: str, norm: nn.Module) -> None:
+    """``norm(owner.name(x))`` (per output channel) -> ``owner.name'(x)``
+    (:func:`visionzoo.layers.fuse.fold_affine_after`)."""
+    setattr(owner, name, fold_affine_after(getattr(owner, name), *norm.affine()))
 
 
 # -------------------------------------------------------------------------------------------------------- SLA
@@ -235,16 +238,6 @@ def simplified_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tenso
             out = (qh @ kh.transpose(-2, -1)) @ vh
         out = (out * z).transpose(1, 2).reshape(b, n, c)
         return out + _shared_dwc(v, grid, dwc, num_heads)
-
-
-def _resize_tokens(tokens: torch.Tensor, old_grid: Sequence[int], new_grid: Sequence[int],
-                   mode: str = 'bicubic') -> torch.Tensor:
-    """Resample (1, H*W, C) row-major position tokens from ``old_grid`` to ``new_grid``."""
-    if tuple(old_grid) == tuple(new_grid):
-        return tokens
-    grid = tokens.reshape(1, old_grid[0], old_grid[1], -1).permute(0, 3, 1, 2).float()
-    grid = F.interpolate(grid, size=tuple(new_grid), mode=mode, align_corners=False)
-    return grid.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], -1).to(tokens.dtype)
 
 
 # ------------------------------------------------------------------------------------------------- windowing
@@ -301,6 +294,7 @@ def _relative_position_index(window: Grid, table_window: int, device=None) -> to
 
 
 # ------------------------------------------------------------------------------------------------ attention
+@register_notrace_module  # FX: windows, padding and resampling depend on the input size
 class SimplifiedLinearAttention(nn.Module):
     """SLA with a joint qkv projection, over windows of a (B, H, W, C) map (DeiT blocks, Swin "L" blocks).
 
@@ -329,12 +323,13 @@ class SimplifiedLinearAttention(nn.Module):
         q, k, v = windows.chunk(3, dim=-1)
         valid = _valid_tokens((h, w), window, shift, x.device)
         key_mask = valid.repeat(b, 1).unsqueeze(-1) if valid is not None else None
-        pos = _resize_tokens(self.positional_encoding, self.pe_grid, window)
+        pos = resample_grid_tokens(self.positional_encoding, self.pe_grid, window)
         out = simplified_linear_attention(q, k, v, pos, self.num_heads, window, self.dwc, key_mask)
         out = _from_windows(out.to(qkv.dtype), window, padded, (h, w), shift)
         return self.proj_drop(self.proj(out))
 
 
+@register_notrace_module  # FX: windows, padding and resampling depend on the input size
 class WindowAttention(nn.Module):
     """Swin (shifted-)window softmax attention with a relative position bias table, on a (B, H, W, C) map."""
 
@@ -377,6 +372,7 @@ class WindowAttention(nn.Module):
         return self.proj_drop(self.proj(out))
 
 
+@register_notrace_module  # FX: windows, padding and resampling depend on the input size
 class PvtLinearAttention(nn.Module):
     """PVT's SLA: separate ``q`` and ``kv`` projections, global over a (B, H, W, C) map."""
 
@@ -397,12 +393,13 @@ class PvtLinearAttention(nn.Module):
         b, h, w, c = x.shape
         q = self.q(x)
         k, v = self.kv(x).chunk(2, dim=-1)
-        pos = _resize_tokens(self.positional_encoding, self.pe_grid, (h, w))
+        pos = resample_grid_tokens(self.positional_encoding, self.pe_grid, (h, w))
         out = simplified_linear_attention(q.reshape(b, h * w, c), k.reshape(b, h * w, c), v.reshape(b, h * w, c),
                                           pos, self.num_heads, (h, w), self.dwc)
         return self.proj_drop(self.proj(out.to(q.dtype).view(b, h, w, c)))
 
 
+@register_notrace_module  # FX: windows, padding and resampling depend on the input size
 class CSWinLinearAttention(nn.Module):
     """CSWin's "L" branch: global SLA on given q, k, v maps, plus LePE (depthwise 3x3 ``get_v`` on v)."""
 
@@ -418,12 +415,13 @@ class CSWinLinearAttention(nn.Module):
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         b, h, w, c = q.shape
         lepe = self.get_v(v.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        pos = _resize_tokens(self.positional_encoding, self.pe_grid, (h, w))
+        pos = resample_grid_tokens(self.positional_encoding, self.pe_grid, (h, w))
         out = simplified_linear_attention(q.reshape(b, h * w, c), k.reshape(b, h * w, c), v.reshape(b, h * w, c),
                                           pos, self.num_heads, (h, w), self.dwc)
         return (out.view(b, h, w, c) + lepe).to(q.dtype)
 
 
+@register_notrace_module  # FX: windows, padding and resampling depend on the input size
 class LePEAttention(nn.Module):
     """CSWin's "S" branch: softmax attention in stripes plus LePE, on given q, k, v maps.
 
@@ -461,30 +459,18 @@ class LePEAttention(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------------- blocks
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int, drop: float = 0.):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-        self.drop = nn.Dropout(drop)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
-
-
 class _PreNormBlock(nn.Module):
     """Shared ``x + attn(norm1(x)); x + mlp(norm2(x))`` and its fusion; subclasses set ``attn`` and ``_attend``."""
 
     def _init_common(self, dim: int, mlp_ratio: float, drop: float, drop_path: float, norm_layer) -> None:
         self.norm1 = norm_layer(dim)
         self.norm2 = norm_layer(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)  # timm's: keys fc1/fc2, dropout after act and fc2
         self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
 
-    def _attn_inputs(self) -> List[nn.Linear]:
-        """The Linear layers that read ``norm1``'s output."""
-        return [self.attn.qkv]
+    def _attn_inputs(self) -> List[Tuple[nn.Module, str]]:
+        """The Linear layers that read ``norm1``'s output, as (owner, attribute name)."""
+        return [(self.attn, 'qkv')]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H, W, C) map -> (B, H, W, C)."""
@@ -495,11 +481,11 @@ class _PreNormBlock(nn.Module):
     def fuse(self) -> nn.Module:
         """Eval mode: fold norm1 into the attention's input projection(s) and norm2 into ``mlp.fc1``."""
         if _foldable(self.norm1):
-            for linear in self._attn_inputs():
-                _fold_into_linear(self.norm1, linear)
+            for owner, name in self._attn_inputs():
+                _fold_into(owner, name, self.norm1)
             self.norm1 = nn.Identity()
         if _foldable(self.norm2):
-            _fold_into_linear(self.norm2, self.mlp.fc1)
+            _fold_into(self.mlp, 'fc1', self.norm2)
             self.norm2 = nn.Identity()
         return self
 
@@ -526,8 +512,8 @@ class PvtBlock(_PreNormBlock):
         self.attn = PvtLinearAttention(dim, num_heads, grid, qkv_bias, kernel_size, drop)
         self._init_common(dim, mlp_ratio, drop, drop_path, norm_layer)
 
-    def _attn_inputs(self) -> List[nn.Linear]:
-        return [self.attn.q, self.attn.kv]
+    def _attn_inputs(self) -> List[Tuple[nn.Module, str]]:
+        return [(self.attn, 'q'), (self.attn, 'kv')]
 
     def _attend(self, x: torch.Tensor) -> torch.Tensor:
         return self.attn(x)
@@ -553,14 +539,21 @@ class SwinBlock(_PreNormBlock):
         self._init_common(dim, mlp_ratio, drop, drop_path, norm_layer)
 
     def window_and_shift(self, height: int, width: int) -> Tuple[Grid, int]:
-        ws = self.window_size
-        if min(height, width) <= ws:
-            return (min(ws, height), min(ws, width)), 0
-        return (ws, ws), self.shift_size
+        return _swin_window(height, width, self.window_size, self.shift_size)
 
     def _attend(self, x: torch.Tensor) -> torch.Tensor:
-        window, shift = self.window_and_shift(x.shape[1], x.shape[2])
+        window, shift = _swin_window(x.shape[1], x.shape[2], self.window_size, self.shift_size)
         return self.attn(x, window, shift)
+
+
+@torch.fx.wrap
+@register_notrace_function
+def _swin_window(height: int, width: int, window_size: int, shift_size: int) -> Tuple[Grid, int]:
+    """The window of a Swin block on a ``height`` x ``width`` map (clamped to the map per axis) and its shift
+    (none when the map fits in one window)."""
+    if min(height, width) <= window_size:
+        return (min(window_size, height), min(window_size, width)), 0
+    return (window_size, window_size), shift_size
 
 
 class CSWinBlock(_PreNormBlock):
@@ -583,8 +576,8 @@ class CSWinBlock(_PreNormBlock):
         self.attns = nn.ModuleList(attns)
         self._init_common(dim, mlp_ratio, drop, drop_path, norm_layer)
 
-    def _attn_inputs(self) -> List[nn.Linear]:
-        return [self.qkv]
+    def _attn_inputs(self) -> List[Tuple[nn.Module, str]]:
+        return [(self, 'qkv')]
 
     def _attend(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = self.qkv(x).chunk(3, dim=-1)
@@ -598,6 +591,7 @@ class CSWinBlock(_PreNormBlock):
 
 
 # ------------------------------------------------------------------------------------------ embeddings, merging
+@register_notrace_module  # FX: windows, padding and resampling depend on the input size
 class PatchEmbed(nn.Module):
     """Non-overlapping conv patches (the image zero-padded to whole patches) -> (B, H, W, C), then the norm."""
 
@@ -617,11 +611,12 @@ class PatchEmbed(nn.Module):
     @torch.no_grad()
     def fuse(self) -> nn.Module:
         if _foldable(self.norm):
-            _fold_into_conv(self.proj, self.norm)
+            _fold_after(self, 'proj', self.norm)
             self.norm = nn.Identity()
         return self
 
 
+@register_notrace_module  # FX: windows, padding and resampling depend on the input size
 class PatchMerging(nn.Module):
     """Swin 2x2 merge (odd maps zero-padded, as the official detection code): concat, norm, Linear 4C -> 2C."""
 
@@ -640,7 +635,7 @@ class PatchMerging(nn.Module):
     @torch.no_grad()
     def fuse(self) -> nn.Module:
         if _foldable(self.norm):
-            _fold_into_linear(self.norm, self.reduction)
+            _fold_into(self, 'reduction', self.norm)
             self.norm = nn.Identity()
         return self
 
@@ -664,9 +659,9 @@ class ConvNormEmbed(nn.Sequential):
 
     @torch.no_grad()
     def fuse(self) -> nn.Module:
-        conv, _, norm = self
-        if _foldable(norm):
-            _fold_into_conv(conv, norm)
+        conv_name, _, norm_name = self._modules
+        if _foldable(self._modules[norm_name]):
+            _fold_after(self, conv_name, self._modules[norm_name])
             self[2] = nn.Identity()
         return self
 
@@ -678,32 +673,21 @@ def _norm_layer(steps: int, eps: float):
     return make
 
 
-def _linspace(rate: float, n: int) -> List[float]:
-    """Stochastic-depth rates 0 ... ``rate`` over n blocks (plain floats, so models build on the meta device)."""
-    return [rate * i / (n - 1) if n > 1 else 0. for i in range(n)]
-
-
 class _SlabModel(ClassifierMixin, nn.Module):
     """Classifier plumbing shared by the four architectures (average pooling over the tokens, linear head)."""
 
-    def _init_head(self, num_features: int, num_classes: int, global_pool: str) -> None:
-        self.num_classes = num_classes
-        self.num_features = self.head_hidden_size = num_features
-        self.global_pool = self._checked_pool(global_pool)
-        self.grad_checkpointing = False
-        self.head = nn.Linear(num_features, num_classes) if num_classes > 0 else nn.Identity()
+    POOL_DIMS: Tuple[int, ...] = (1, 2)  # the token dims of forward_features' output: (B, H, W, C) maps
 
     def _checkpointed(self, fn, *args):
         """Activation checkpointing whose recomputation leaves the PRepBN schedule and BN statistics alone."""
-        if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
-            return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False,
-                                                     context_fn=lambda: (contextlib.nullcontext(), _recomputing()))
-        return fn(*args)
+        return checkpointed(self.grad_checkpointing, fn, *args,
+                            context_fn=lambda: (contextlib.nullcontext(), _recomputing()))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Features from :meth:`forward_features` ((B, N, C) or (B, H, W, C)) -> logits (or pooled features)."""
         if self.global_pool == 'avg':
-            x = x.mean(dim=tuple(range(1, x.ndim - 1)))
+            x = x.mean(dim=self.POOL_DIMS)
+        x = self.head_drop(x)
         return x if pre_logits else self.head(x)
 
     @staticmethod
@@ -715,15 +699,14 @@ class _SlabModel(ClassifierMixin, nn.Module):
             return x.flatten(1, 2)
         return x
 
-    @staticmethod
-    def _check_fmt(output_fmt: str, allowed: Tuple[str, ...]) -> None:
-        if output_fmt not in allowed:
-            raise ValueError(f'output_fmt must be one of {allowed}, got {output_fmt!r}')
 
 
 class _HierarchicalSlabModel(_SlabModel):
     """PVT, Swin and CSWin: ``_stages(x, last)`` yields each stage's (B, H, W, C) map (strides 4, 8, 16, 32);
-    ``norm`` is the final norm (an identity for PVT, which has none)."""
+    ``norm`` is the final norm (an identity for PVT, which has none). Features are channels-last, declared as
+    ``output_fmt = 'NHWC'`` as timm's Swin does (timm's hook and FX feature extractors read it)."""
+
+    output_fmt = 'NHWC'
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> normalised last-stage map (B, H', W', C)."""
@@ -736,7 +719,7 @@ class _HierarchicalSlabModel(_SlabModel):
                               intermediates_only: bool = False):
         """Stage outputs (strides 4, 8, 16, 32), before the next downsampling; ``norm``: the final norm on the
         last stage."""
-        self._check_fmt(output_fmt, ('NCHW', 'NHWC'))
+        check_output_fmt(self, output_fmt, ('NCHW', 'NHWC'))
         take_indices, max_index = feature_take_indices(self.num_stages, indices)
         last = max_index if stop_early and intermediates_only else self.num_stages - 1
         intermediates = []
@@ -747,10 +730,14 @@ class _HierarchicalSlabModel(_SlabModel):
         return intermediates if intermediates_only else (self.norm(x), intermediates)
 
 
-def _check_divisible(x: torch.Tensor, divisor: int) -> None:
+@torch.fx.wrap
+@register_notrace_function
+def _check_divisible(x: torch.Tensor, divisor: int) -> torch.Tensor:
+    """``x`` if its sides are positive multiples of ``divisor``, else a ValueError (one FX node when traced)."""
     h, w = x.shape[-2:]
     if h % divisor or w % divisor or h == 0 or w == 0:
         raise ValueError(f'input image sides must be positive multiples of {divisor}; got {h}x{w}')
+    return x
 
 
 # ------------------------------------------------------------------------------------------------------ DeiT
@@ -775,7 +762,7 @@ class SlabVisionTransformer(_SlabModel):
                  drop_rate: float = 0., drop_path_rate: float = 0., prepbn_steps: int = 60000,
                  norm_eps: float = 1e-6):
         super().__init__()
-        img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        img_size = to_2tuple(img_size)
         norm_layer = _norm_layer(prepbn_steps, norm_eps)
         self.patch_size = patch_size
         self.embed_dim = embed_dim
@@ -783,14 +770,16 @@ class SlabVisionTransformer(_SlabModel):
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.pos_grid[0] * self.pos_grid[1], embed_dim))
         self.pos_drop = nn.Dropout(drop_rate)
-        dpr = _linspace(drop_path_rate, depth)
+        dpr = calculate_drop_path_rates(drop_path_rate, depth)
         self.blocks = nn.ModuleList([
             VitBlock(embed_dim, num_heads, self.pos_grid, mlp_ratio, qkv_bias, kernel_size, drop_rate, dpr[i],
                      norm_layer) for i in range(depth)])
         self.norm = norm_layer(embed_dim)
         self.feature_info = [dict(module=f'blocks.{i}', num_chs=embed_dim, reduction=patch_size)
                              for i in range(depth)]
-        self._init_head(embed_dim, num_classes, global_pool)
+        self.num_prefix_tokens = 0  # timm's ViT attributes: no class token (the official model pools the tokens)
+        self.has_class_token = False
+        self._init_classifier(embed_dim, num_classes, global_pool)
         trunc_normal_(self.pos_embed, std=.02)
         self.apply(init_linear_trunc_normal)
 
@@ -802,11 +791,12 @@ class SlabVisionTransformer(_SlabModel):
     def group_matcher(self, coarse: bool = False) -> dict:
         return dict(stem=r'^pos_embed|^patch_embed', blocks=[(r'^blocks\.(\d+)', None), (r'^norm', (99999,))])
 
+    POOL_DIMS = (1,)  # forward_features returns (B, N, C) tokens
+
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
-        _check_divisible(x, self.patch_size)
-        x = self.patch_embed(x)
-        pos = _resize_tokens(self.pos_embed, self.pos_grid, x.shape[1:3])
-        return self.pos_drop(x + pos.view(1, *x.shape[1:]))
+        x = self.patch_embed(_check_divisible(x, self.patch_size))
+        pos = resample_grid_tokens(self.pos_embed, self.pos_grid, x.shape[1:3])
+        return self.pos_drop(x + pos.unflatten(1, (x.shape[1], x.shape[2])))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> normalised tokens (B, H/16 * W/16, C)."""
@@ -817,9 +807,10 @@ class SlabVisionTransformer(_SlabModel):
 
     def forward_intermediates(self, x: torch.Tensor, indices: Optional[Union[int, List[int]]] = None,
                               norm: bool = False, stop_early: bool = False, output_fmt: str = 'NCHW',
-                              intermediates_only: bool = False):
-        """Outputs of chosen blocks (stride 16), optionally through the final norm, as NCHW maps or NLC tokens."""
-        self._check_fmt(output_fmt, ('NCHW', 'NLC'))
+                              intermediates_only: bool = False, return_prefix_tokens: bool = False):
+        """Outputs of chosen blocks (stride 16), optionally through the final norm, as NCHW maps or NLC tokens.
+        ``return_prefix_tokens`` is timm's ViT argument; there are no prefix tokens, so it changes nothing."""
+        check_output_fmt(self, output_fmt, ('NCHW', 'NLC'))
         take_indices, max_index = feature_take_indices(len(self.blocks), indices)
         blocks = self.blocks[:max_index + 1] if stop_early and intermediates_only else self.blocks
         x = self._embed(x)
@@ -832,15 +823,11 @@ class SlabVisionTransformer(_SlabModel):
             return intermediates
         return self.norm(x).flatten(1, 2), intermediates
 
-    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> List[int]:
-        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
-        self.blocks = self.blocks[:max_index + 1]
-        if prune_norm:
-            self.norm = nn.Identity()
-        if prune_head:
-            self.reset_classifier(0, '')
-        return take_indices
+    def _num_levels(self) -> int:
+        return len(self.blocks)
+
+    def _prune_levels(self, keep: int) -> None:
+        self.blocks = self.blocks[:keep]
 
 
 # ------------------------------------------------------------------------------------------------------- PVT
@@ -859,11 +846,11 @@ class SlabPyramidVisionTransformer(_HierarchicalSlabModel):
                  drop_rate: float = 0., drop_path_rate: float = 0., prepbn_steps: int = 300000,
                  norm_eps: float = 1e-6):
         super().__init__()
-        img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        img_size = to_2tuple(img_size)
         norm_layer = _norm_layer(prepbn_steps, norm_eps)
         self.num_stages = len(depths)
         self.divisor = patch_size * 2 ** (self.num_stages - 1)
-        dpr = _linspace(drop_path_rate, sum(depths))
+        dpr = calculate_drop_path_rates(drop_path_rate, sum(depths))
         self.pos_grids = []
         self.feature_info = []
         for i in range(self.num_stages):
@@ -881,7 +868,7 @@ class SlabPyramidVisionTransformer(_HierarchicalSlabModel):
             self.feature_info.append(dict(module=f'block{i + 1}', num_chs=dim, reduction=stride))
         self.pos_drop = nn.Dropout(drop_rate)
         self.norm = nn.Identity()  # no final norm (no parameters: the official layout is unchanged)
-        self._init_head(embed_dims[-1], num_classes, global_pool)
+        self._init_classifier(embed_dims[-1], num_classes, global_pool)
         for i in range(self.num_stages):
             trunc_normal_(getattr(self, f'pos_embed{i + 1}'), std=.02)
         self.apply(init_linear_trunc_normal)
@@ -894,28 +881,28 @@ class SlabPyramidVisionTransformer(_HierarchicalSlabModel):
     def _stage(self, i: int, x: torch.Tensor) -> torch.Tensor:
         """Stage i: (B, C, H, W) (image or previous NCHW map) -> (B, H', W', C')."""
         x = getattr(self, f'patch_embed{i + 1}')(x)
-        pos = _resize_tokens(getattr(self, f'pos_embed{i + 1}'), self.pos_grids[i], x.shape[1:3], mode='bilinear')
-        x = self.pos_drop(x + pos.view(1, *x.shape[1:]))
+        pos = resample_grid_tokens(getattr(self, f'pos_embed{i + 1}'), self.pos_grids[i], x.shape[1:3], 'bilinear')
+        x = self.pos_drop(x + pos.unflatten(1, (x.shape[1], x.shape[2])))
         for block in getattr(self, f'block{i + 1}'):
             x = self._checkpointed(block, x)
         return x
 
     def _stages(self, x: torch.Tensor, last: int):
-        _check_divisible(x, self.divisor)
+        x = _check_divisible(x, self.divisor)
         for i in range(last + 1):
             x = self._stage(i, x if i == 0 else x.permute(0, 3, 1, 2))
             yield x
 
-    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> List[int]:
-        take_indices, max_index = feature_take_indices(self.num_stages, indices)
-        for i in range(max_index + 1, self.num_stages):
+    FINAL_NORM = None  # no final norm
+
+    def _num_levels(self) -> int:
+        return self.num_stages
+
+    def _prune_levels(self, keep: int) -> None:
+        for i in range(keep, self.num_stages):
             for name in ('patch_embed', 'pos_embed', 'block'):
                 delattr(self, f'{name}{i + 1}')
-        self.num_stages = max_index + 1
-        if prune_head:
-            self.reset_classifier(0, '')
-        return take_indices
+        self.num_stages = keep
 
 
 # ------------------------------------------------------------------------------------------------------ Swin
@@ -950,12 +937,13 @@ class SlabSwinTransformer(_HierarchicalSlabModel):
                  drop_path_rate: float = 0., prepbn_steps: int = 60000, norm_eps: float = 1e-5):
         super().__init__()
         if len(attn_type) != len(depths) or set(attn_type) - {'L', 'S'}:
-            raise ValueError(f"attn_type must have one 'L' or 'S' per stage ({len(depths)}), got {attn_type!r}")
-        img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+            raise argument_error(type(self).__name__, 'attn_type', attn_type,
+                                 f"attn_type must have one 'L' or 'S' per stage ({len(depths)})")
+        img_size = to_2tuple(img_size)
         norm_layer = _norm_layer(prepbn_steps, norm_eps)
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, norm_layer)
         self.pos_drop = nn.Dropout(drop_rate)
-        dpr = _linspace(drop_path_rate, sum(depths))
+        dpr = calculate_drop_path_rates(drop_path_rate, sum(depths))
         self.layers = nn.ModuleList()
         self.feature_info = []
         for i, depth in enumerate(depths):
@@ -967,10 +955,12 @@ class SlabSwinTransformer(_HierarchicalSlabModel):
                       for j in range(depth)]
             downsample = PatchMerging(dim, norm_layer) if i < len(depths) - 1 else None
             self.layers.append(SwinStage(blocks, downsample))
-            self.feature_info.append(dict(module=f'layers.{i}', num_chs=dim, reduction=patch_size * 2 ** i))
+            # the blocks (not the stage, whose downsample runs at the start of the next stage): FX feature extraction
+            # returns the last node under the named module
+            self.feature_info.append(dict(module=f'layers.{i}.blocks', num_chs=dim, reduction=patch_size * 2 ** i))
         num_features = embed_dim * 2 ** (len(depths) - 1)
         self.norm = norm_layer(num_features)
-        self._init_head(num_features, num_classes, global_pool)
+        self._init_classifier(num_features, num_classes, global_pool)
         self.apply(init_linear_trunc_normal)
 
     @torch.jit.ignore
@@ -997,16 +987,12 @@ class SlabSwinTransformer(_HierarchicalSlabModel):
     def num_stages(self) -> int:
         return len(self.layers)
 
-    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> List[int]:
-        take_indices, max_index = feature_take_indices(self.num_stages, indices)
-        self.layers = self.layers[:max_index + 1]
+    def _num_levels(self) -> int:
+        return self.num_stages
+
+    def _prune_levels(self, keep: int) -> None:
+        self.layers = self.layers[:keep]
         self.layers[-1].downsample = None
-        if prune_norm:
-            self.norm = nn.Identity()
-        if prune_head:
-            self.reset_classifier(0, '')
-        return take_indices
 
 
 # ----------------------------------------------------------------------------------------------------- CSWin
@@ -1027,12 +1013,13 @@ class SlabCSWinTransformer(_HierarchicalSlabModel):
                  norm_eps: float = 1e-5):
         super().__init__()
         if len(attn_type) != len(depths) or set(attn_type) - {'L', 'S'}:
-            raise ValueError(f"attn_type must have one 'L' or 'S' per stage ({len(depths)}), got {attn_type!r}")
-        img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+            raise argument_error(type(self).__name__, 'attn_type', attn_type,
+                                 f"attn_type must have one 'L' or 'S' per stage ({len(depths)})")
+        img_size = to_2tuple(img_size)
         norm_layer = _norm_layer(prepbn_steps, norm_eps)
         self.num_stages = len(depths)
         self.stage1_conv_embed = ConvNormEmbed(in_chans, embed_dim, 7, 4, 2, norm_layer, ('0', '1', '2'))
-        dpr = _linspace(drop_path_rate, sum(depths))
+        dpr = calculate_drop_path_rates(drop_path_rate, sum(depths))
         self.feature_info = []
         grid = ((img_size[0] - 3) // 4 + 1, (img_size[1] - 3) // 4 + 1)
         dim = embed_dim
@@ -1047,7 +1034,7 @@ class SlabCSWinTransformer(_HierarchicalSlabModel):
                 for j in range(depth)]))
             self.feature_info.append(dict(module=f'stage{i + 1}', num_chs=dim, reduction=4 * 2 ** i))
         self.norm = norm_layer(dim)
-        self._init_head(dim, num_classes, global_pool)
+        self._init_classifier(dim, num_classes, global_pool)
         self.apply(init_linear_trunc_normal)
 
     @torch.jit.ignore
@@ -1063,18 +1050,14 @@ class SlabCSWinTransformer(_HierarchicalSlabModel):
                 x = self._checkpointed(block, x)
             yield x
 
-    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> List[int]:
-        take_indices, max_index = feature_take_indices(self.num_stages, indices)
-        for i in range(max_index + 1, self.num_stages):
+    def _num_levels(self) -> int:
+        return self.num_stages
+
+    def _prune_levels(self, keep: int) -> None:
+        for i in range(keep, self.num_stages):
             delattr(self, f'merge{i}')
             delattr(self, f'stage{i + 1}')
-        self.num_stages = max_index + 1
-        if prune_norm:
-            self.norm = nn.Identity()
-        if prune_head:
-            self.reset_classifier(0, '')
-        return take_indices
+        self.num_stages = keep
 
 
 # ------------------------------------------------------------------------------------------- checkpoint filter
@@ -1093,7 +1076,7 @@ def checkpoint_filter_fn(state_dict: dict, model: nn.Module) -> dict:
             continue
         if k in own and v.ndim == 3 and v.shape[1] != own[k].shape[1] and \
                 (k.endswith('.positional_encoding') or k.split('.')[-1].startswith('pos_embed')):
-            v = _resize_tokens(v, _square(k, v.shape[1]), *_target_grid(model, k))
+            v = resample_grid_tokens(v, _square(k, v.shape[1]), *_target_grid(model, k))
         out[k] = v
     return out
 
@@ -1146,10 +1129,11 @@ _RELEASES = 'https://github.com/xinghaochen/SLAB/releases/download/ckpts/'
 default_cfgs = generate_default_cfgs({
     'slab_deit_tiny.in1k': _cfg(_RELEASES + 'slab_deit_tiny.pth'),
     'slab_deit_small.in1k': _cfg(_RELEASES + 'slab_deit_small.pth'),
-    'slab_pvt_tiny.in1k': _cfg(_RELEASES + 'slab_pvt_tiny.pth', first_conv='patch_embed1.proj'),
-    'slab_swin_tiny.in1k': _cfg(_RELEASES + 'slab_swin_tiny.pth'),
-    'slab_swin_small.in1k': _cfg(_RELEASES + 'slab_swin_small.pth'),
-    'slab_cswin_tiny.in1k': _cfg(_RELEASES + 'slab_cswin_tiny.pth', first_conv='stage1_conv_embed.0'),
+    # the hierarchical models end in a 7 x 7 NHWC map at 224 (output_fmt='NHWC' on the model, as timm's Swin)
+    'slab_pvt_tiny.in1k': _cfg(_RELEASES + 'slab_pvt_tiny.pth', first_conv='patch_embed1.proj', pool_size=(7, 7)),
+    'slab_swin_tiny.in1k': _cfg(_RELEASES + 'slab_swin_tiny.pth', pool_size=(7, 7)),
+    'slab_swin_small.in1k': _cfg(_RELEASES + 'slab_swin_small.pth', pool_size=(7, 7)),
+    'slab_cswin_tiny.in1k': _cfg(_RELEASES + 'slab_cswin_tiny.pth', first_conv='stage1_conv_embed.0', pool_size=(7, 7)),
 })
 
 

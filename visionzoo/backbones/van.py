@@ -24,13 +24,14 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 from timm.data import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
-from timm.layers import DropPath, LayerNorm2d
+from timm.layers import DropPath, LayerNorm2d, calculate_drop_path_rates
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
 from ..layers.fuse import bn_affine, fold_affine_before, fold_bn_into
+from ..utils.options import argument_error
 from ._checkpoint import rename_keys, unwrap_state_dict
-from ._contract import ClassifierMixin, init_linear_trunc_normal
+from ._contract import ClassifierMixin, check_output_fmt, init_linear_trunc_normal
 
 __all__ = ['VisualAttentionNetwork', 'VanBlock', 'FusedVanBlock', 'LargeKernelAttention', 'checkpoint_filter_fn']
 
@@ -206,16 +207,13 @@ class VisualAttentionNetwork(ClassifierMixin, nn.Module):
                  drop_path_rate: float = 0., layer_scale_init_value: float = 1e-2, norm_eps: float = 1e-6):
         super().__init__()
         if not len(embed_dims) == len(depths) == len(mlp_ratios) or not depths:
-            raise ValueError(f'embed_dims, depths and mlp_ratios must have one entry per stage (at least one), got '
-                             f'{len(embed_dims)}, {len(depths)} and {len(mlp_ratios)} entries')
-        self.num_classes = num_classes
-        self.global_pool = self._checked_pool(global_pool)
+            raise argument_error(type(self).__name__, 'depths', depths,
+                                 f'embed_dims, depths and mlp_ratios must have one entry per stage (at least one), '
+                                 f'got {len(embed_dims)}, {len(depths)} and {len(mlp_ratios)} entries')
         self.num_stages = len(depths)
         self.embed_dims = tuple(embed_dims)
-        self.num_features = self.head_hidden_size = embed_dims[-1]
-        self.grad_checkpointing = False
 
-        dpr = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()  # cpu: also under meta
+        dpr = calculate_drop_path_rates(drop_path_rate, sum(depths))
         self.feature_info = []
         first = 0
         for i, (dim, depth, ratio) in enumerate(zip(embed_dims, depths, mlp_ratios)):
@@ -230,8 +228,7 @@ class VisualAttentionNetwork(ClassifierMixin, nn.Module):
             self.add_module(f'block{i + 1}', blocks)
             self.add_module(f'norm{i + 1}', LayerNorm2d(dim, eps=norm_eps))
             self.feature_info.append(dict(num_chs=dim, reduction=4 * 2 ** i, module=f'norm{i + 1}'))
-        self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self._init_classifier(embed_dims[-1], num_classes, global_pool, drop_rate)
         self.apply(self._init_weights)
 
     @staticmethod
@@ -279,8 +276,7 @@ class VisualAttentionNetwork(ClassifierMixin, nn.Module):
             output_fmt: ``'NCHW'`` or ``'NHWC'``.
             intermediates_only: return only the list of maps.
         """
-        if output_fmt not in ('NCHW', 'NHWC'):
-            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
+        check_output_fmt(self, output_fmt, ('NCHW', 'NHWC'))
         take_indices, max_index = feature_take_indices(self.num_stages, indices)
         last = max_index if stop_early and intermediates_only else self.num_stages - 1
         intermediates = []
@@ -292,18 +288,17 @@ class VisualAttentionNetwork(ClassifierMixin, nn.Module):
             return intermediates
         return x, intermediates
 
-    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> List[int]:
-        """Drop the stages after the last wanted one (and the head). The stage norms stay whatever ``prune_norm``
-        says: they are part of the stage outputs, not a final norm."""
-        take_indices, max_index = feature_take_indices(self.num_stages, indices)
-        for i in range(max_index + 1, self.num_stages):
+    # the stage norms stay whatever ``prune_norm`` says: they are part of the stage outputs, not a final norm
+    FINAL_NORM = None
+
+    def _num_levels(self) -> int:
+        return self.num_stages
+
+    def _prune_levels(self, keep: int) -> None:
+        for i in range(keep, self.num_stages):
             for name in ('patch_embed', 'block', 'norm'):
                 delattr(self, f'{name}{i + 1}')
-        self.num_stages = max_index + 1
-        if prune_head:
-            self.reset_classifier(0, '')
-        return take_indices
+        self.num_stages = keep
 
 
 _MMPRETRAIN_RENAMES = (

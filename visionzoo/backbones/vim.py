@@ -18,21 +18,33 @@ through :func:`checkpoint_filter_fn`. What differs from the official code:
   returns stride-16 (or stride-8) maps of the residual stream for detection and segmentation necks.
 """
 import math
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 import torch
+import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import DropPath, RmsNorm, lecun_normal_, trunc_normal_
+from timm.layers import (DropPath, RmsNorm, calculate_drop_path_rates, lecun_normal_, register_notrace_function,
+                         trunc_normal_)
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
+from ..layers.pos_embed import resample_grid_tokens
 from ..ops import causal_conv1d, selective_scan
+from ..utils.options import argument_error
 from ._checkpoint import unwrap_state_dict
-from ._contract import ClassifierMixin
+from ._contract import ClassifierMixin, check_output_fmt
 
-__all__ = ['VisionMamba', 'VimMixer', 'VimBlock', 'checkpoint_filter_fn', 'resample_pos_embed']
+__all__ = ['VisionMamba', 'VimMixer', 'VimBlock', 'checkpoint_filter_fn']
+
+# FX tracing (timm's feature_cls='fx', torchvision's feature extraction, FX quantisation): the custom ops and the
+# input-size checks branch on shapes, so a traced model calls each of them as one node.
+register_notrace_function(causal_conv1d)
+register_notrace_function(selective_scan)
+torch.fx.wrap('causal_conv1d')
+torch.fx.wrap('selective_scan')
+torch.fx.wrap('resample_grid_tokens')
 
 
 class VimMixer(nn.Module):
@@ -133,41 +145,23 @@ class PatchEmbed(nn.Module):
 
     def grid_size(self, height: int, width: int) -> Tuple[int, int]:
         """Token grid of an input image; ValueError unless both sides fit the patch stride."""
-        p, s = self.patch_size, self.stride
-        if height < p or width < p or (height - p) % s or (width - p) % s:
-            what = f'multiples of {s}' if p % s == 0 else f'{p} + a multiple of {s}'
-            raise ValueError(f'input image size must be at least {p} and its sides {what} (patch {p}, stride {s}); '
-                             f'got {height}x{width}')
-        return (height - p) // s + 1, (width - p) // s + 1
+        return _token_grid(height, width, self.patch_size, self.stride)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
         """(B, C, H, W) -> row-major tokens (B, gh * gw, embed_dim) and the grid (gh, gw)."""
-        grid = self.grid_size(x.shape[-2], x.shape[-1])
+        grid = _token_grid(x.shape[-2], x.shape[-1], self.patch_size, self.stride)
         return self.proj(x).flatten(2).transpose(1, 2), grid
 
 
-def resample_pos_embed(pos_embed: torch.Tensor, old_grid: Sequence[int], new_grid: Sequence[int],
-                       cls_index: Optional[int] = None) -> torch.Tensor:
-    """Bicubic resampling of a (1, N[+1], C) absolute position embedding from ``old_grid`` to ``new_grid``.
-
-    ``cls_index`` is the position of the class token's embedding (Vim's middle token: ``N // 2``), kept as is and
-    re-inserted at ``new_N // 2``; None when there is no class token.
-    """
-    if tuple(old_grid) == tuple(new_grid):
-        return pos_embed  # same token count, so the class token stays at the same middle index
-    if cls_index is not None:
-        cls_pos = pos_embed[:, cls_index:cls_index + 1]
-        patch_pos = torch.cat((pos_embed[:, :cls_index], pos_embed[:, cls_index + 1:]), dim=1)
-    else:
-        cls_pos, patch_pos = None, pos_embed
-    gh, gw = old_grid
-    grid = patch_pos.reshape(1, gh, gw, -1).permute(0, 3, 1, 2).float()
-    grid = F.interpolate(grid, size=tuple(new_grid), mode='bicubic', align_corners=False)
-    patch_pos = grid.permute(0, 2, 3, 1).flatten(1, 2).to(pos_embed.dtype)
-    if cls_pos is None:
-        return patch_pos
-    middle = patch_pos.shape[1] // 2
-    return torch.cat((patch_pos[:, :middle], cls_pos, patch_pos[:, middle:]), dim=1)
+@torch.fx.wrap
+@register_notrace_function
+def _token_grid(height: int, width: int, patch: int, stride: int) -> Tuple[int, int]:
+    """Token grid of a ``height`` x ``width`` image; ValueError unless both sides fit the patch stride."""
+    if height < patch or width < patch or (height - patch) % stride or (width - patch) % stride:
+        what = f'multiples of {stride}' if patch % stride == 0 else f'{patch} + a multiple of {stride}'
+        raise ValueError(f'input image size must be at least {patch} and its sides {what} (patch {patch}, '
+                         f'stride {stride}); got {height}x{width}')
+    return (height - patch) // stride + 1, (width - patch) // stride + 1
 
 
 class VisionMamba(ClassifierMixin, nn.Module):
@@ -201,13 +195,8 @@ class VisionMamba(ClassifierMixin, nn.Module):
                  residual_in_fp32: bool = True, divide_out: bool = True):
         super().__init__()
         self.has_class_token = class_token
-        self.num_classes = num_classes
-        if global_pool is None:
-            global_pool = 'token' if class_token else 'avg'
-        self.global_pool = self._checked_pool(global_pool)
-        self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
+        self.embed_dim = embed_dim
         self.num_prefix_tokens = 1 if class_token else 0
-        self.grad_checkpointing = False
 
         self.patch_embed = PatchEmbed(patch_size, stride, in_chans, embed_dim)
         img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
@@ -217,7 +206,7 @@ class VisionMamba(ClassifierMixin, nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + self.num_prefix_tokens, embed_dim))
         self.pos_drop = nn.Dropout(pos_drop_rate)
 
-        dpr = [0.] + torch.linspace(0, drop_path_rate, depth, device='cpu').tolist()  # cpu: also under meta
+        dpr = [0.] + calculate_drop_path_rates(drop_path_rate, depth)
         mixer_kwargs = dict(d_state=d_state, d_conv=d_conv, expand=expand, dt_rank=dt_rank, divide_out=divide_out)
         self.layers = nn.ModuleList([
             VimBlock(embed_dim, drop_path=dpr[i], norm_eps=norm_eps, residual_in_fp32=residual_in_fp32,
@@ -226,8 +215,9 @@ class VisionMamba(ClassifierMixin, nn.Module):
         self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0. else nn.Identity()
         self.norm_f = RmsNorm(embed_dim, eps=norm_eps)
         self.feature_info = [dict(module=f'layers.{i}', num_chs=embed_dim, reduction=stride) for i in range(depth)]
-        self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        if global_pool is None:
+            global_pool = 'token' if class_token else 'avg'
+        self._init_classifier(embed_dim, num_classes, global_pool, drop_rate)
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -251,9 +241,12 @@ class VisionMamba(ClassifierMixin, nn.Module):
             with torch.no_grad():
                 out_proj /= math.sqrt(len(self.layers))
 
+    FINAL_NORM = 'norm_f'
+
     def _checked_pool(self, global_pool: str) -> str:
         if global_pool not in ('token', 'avg', '') or (global_pool == 'token' and not self.has_class_token):
-            raise ValueError(f"global_pool must be 'token' (with a class token), 'avg' or '', got {global_pool!r}")
+            raise argument_error(type(self).__name__, 'global_pool', global_pool,
+                                 f"global_pool must be 'token' (with a class token), 'avg' or '', got {global_pool!r}")
         return global_pool
 
     @torch.jit.ignore
@@ -269,7 +262,7 @@ class VisionMamba(ClassifierMixin, nn.Module):
         """Patch tokens (+ middle class token) with position embeddings: (B, L, C) and the token grid."""
         x, grid = self.patch_embed(x)
         cls_index = self.pos_grid[0] * self.pos_grid[1] // 2 if self.has_class_token else None
-        pos = resample_pos_embed(self.pos_embed, self.pos_grid, grid, cls_index)
+        pos = resample_grid_tokens(self.pos_embed, self.pos_grid, grid, 'bicubic', cls_index)
         if self.cls_token is not None:
             middle = x.shape[1] // 2
             x = torch.cat((x[:, :middle], self.cls_token.expand(x.shape[0], -1, -1), x[:, middle:]), dim=1)
@@ -318,8 +311,7 @@ class VisionMamba(ClassifierMixin, nn.Module):
             intermediates_only: return only the list of features.
             return_prefix_tokens: with a class token, also return it per feature as ``(feature, cls (B, C))``.
         """
-        if output_fmt not in ('NCHW', 'NLC'):
-            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
+        check_output_fmt(self, output_fmt, ('NCHW', 'NLC'))
         take_indices, max_index = feature_take_indices(len(self.layers), indices)
         hidden, grid = self._embed(x)
         layers = self.layers[:max_index + 1] if stop_early and intermediates_only else self.layers
@@ -333,7 +325,7 @@ class VisionMamba(ClassifierMixin, nn.Module):
             feat = (self.norm_f(feat) if norm else feat).to(x.dtype)
             tokens = self._patch_tokens(feat)
             if output_fmt == 'NCHW':
-                tokens = tokens.transpose(1, 2).reshape(tokens.shape[0], -1, *grid)
+                tokens = tokens.transpose(1, 2).reshape(tokens.shape[0], -1, grid[0], grid[1])
             if return_prefix_tokens and self.has_class_token:
                 tokens = (tokens, feat[:, (feat.shape[1] - 1) // 2])
             intermediates.append(tokens)
@@ -341,16 +333,11 @@ class VisionMamba(ClassifierMixin, nn.Module):
             return intermediates
         return self._final_norm(hidden, residual), intermediates
 
-    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> List[int]:
-        """Drop the blocks after the last wanted one (and optionally the final norm and the head)."""
-        take_indices, max_index = feature_take_indices(len(self.layers), indices)
-        self.layers = self.layers[:max_index + 1]
-        if prune_norm:
-            self.norm_f = nn.Identity()
-        if prune_head:
-            self.reset_classifier(0, '')
-        return take_indices
+    def _num_levels(self) -> int:
+        return len(self.layers)
+
+    def _prune_levels(self, keep: int) -> None:
+        self.layers = self.layers[:keep]
 
 
 def checkpoint_filter_fn(state_dict: dict, model: VisionMamba) -> dict:
@@ -374,7 +361,7 @@ def checkpoint_filter_fn(state_dict: dict, model: VisionMamba) -> dict:
             out.pop('cls_token')
             pos = torch.cat((pos[:, :cls_index], pos[:, cls_index + 1:]), dim=1)
             cls_index = None
-        out['pos_embed'] = resample_pos_embed(pos, (side, side), model.pos_grid, cls_index)
+        out['pos_embed'] = resample_grid_tokens(pos, (side, side), model.pos_grid, 'bicubic', cls_index)
     return out
 
 

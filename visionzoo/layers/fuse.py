@@ -9,8 +9,8 @@
   re-parameterisable blocks) is re-parameterised in place;
 * modules of classes we do not own through fusers registered with :func:`register_fuser`.
 
-The building blocks (:func:`fold_bn_into`, :func:`fold_affine_before`, :func:`bn_affine`) are public so that
-model files can fold their own structures.
+The building blocks (:func:`fold_bn_into`, :func:`fold_affine_after`, :func:`fold_affine_before`,
+:func:`bn_affine`) are public so that model files can fold their own structures (VAN's blocks, SLAB's PRepBN).
 """
 import copy
 import inspect
@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-__all__ = ['fuse', 'register_fuser', 'bn_affine', 'fold_bn_into', 'fold_affine_before']
+__all__ = ['fuse', 'register_fuser', 'bn_affine', 'fold_bn_into', 'fold_affine_after', 'fold_affine_before']
 
 _Conv = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _FUSERS: Dict[Type[nn.Module], Callable[[nn.Module], nn.Module]] = {}
@@ -65,12 +65,17 @@ def _new_like(layer: Union[nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d], weight, 
 
 
 @torch.no_grad()
-def fold_bn_into(layer: nn.Module, bn: _BatchNorm) -> nn.Module:
-    """A Linear/Conv equal to ``bn(layer(x))`` in eval mode."""
-    scale, shift = bn_affine(bn)
+def fold_affine_after(layer: nn.Module, scale: torch.Tensor, shift: torch.Tensor) -> nn.Module:
+    """A Linear/Conv equal to ``scale * layer(x) + shift`` (per output channel)."""
     weight = layer.weight * scale.reshape(-1, *([1] * (layer.weight.dim() - 1)))
     bias = shift if layer.bias is None else layer.bias * scale + shift
     return _new_like(layer, weight, bias)
+
+
+@torch.no_grad()
+def fold_bn_into(layer: nn.Module, bn: _BatchNorm) -> nn.Module:
+    """A Linear/Conv equal to ``bn(layer(x))`` in eval mode."""
+    return fold_affine_after(layer, *bn_affine(bn))
 
 
 @torch.no_grad()
