@@ -130,3 +130,12 @@ def test_annotation_naming_a_missing_image_is_one_clear_error(tiny_shapes, tmp_p
     _assert_one_clear_error(proc, re.escape(str(ann)), 'missing.png', f"image.*{coco['images'][1]['id']}",
                             "on_invalid='skip'")
     shutil.rmtree(tmp_path / 'broken', ignore_errors=True)
+
+
+def test_model_argument_error_names_the_config_file_and_path(tiny_shapes, tmp_path):
+    """Model code names only its class and argument; the tool adds the config file and the dotted config path."""
+    cfg = tiny_det_config(tmp_path, tiny_shapes)
+    proc = run_tool('train.py', cfg, '--work-dir', tmp_path / 'w', '--cfg-options', 'model.bbox_head.num_classes=0')
+    _assert_one_clear_error(proc, '^error: ' + re.escape(cfg) +
+                            r': model\.bbox_head: FCOSHead\(num_classes=0\): expected a positive int$')
+    assert not glob.glob(str(tmp_path / 'w' / '*.pth'))

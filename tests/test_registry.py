@@ -63,6 +63,8 @@ def _build_args(tiny_shapes, tmp_path):
         (LOOPS, 'EpochBasedTrainLoop'): dict(runner=SimpleNamespace(visualizer=SimpleNamespace()),
                                              dataloader=torch.utils.data.DataLoader(list(range(4))), max_epochs=2),
         (OPTIM_WRAPPERS, 'CPUAmpOptimWrapper'): dict(optimizer=torch.optim.SGD(model.parameters(), lr=0.1)),
+        (OPTIM_WRAPPERS, 'GuardedOptimWrapper'): dict(optimizer=torch.optim.SGD(model.parameters(), lr=0.1)),
+        (OPTIM_WRAPPERS, 'GuardedAmpOptimWrapper'): dict(optimizer=torch.optim.SGD(model.parameters(), lr=0.1)),
     }
 
 
@@ -79,6 +81,10 @@ def test_every_registered_type_builds(tiny_shapes, tmp_path):
     for (reg, name), kwargs in args.items():
         if reg is FUNCTIONS:  # functions are looked up, not built
             assert reg.get(name) is not None and reg.get(name).__name__ == name
+            continue
+        if name == 'GuardedAmpOptimWrapper' and not torch.cuda.is_available():  # mmengine's AMP wrapper needs CUDA
+            with pytest.raises(AssertionError, match='only available training on gpu'):
+                reg.build(dict(type=name, **kwargs))
             continue
         obj = reg.build(dict(type=name, **kwargs))
         assert type(obj).__name__ == name

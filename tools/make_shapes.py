@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from visionzoo.datasets.shapes import make_shapes, shapes_root
-from visionzoo.utils.errors import VisionzooError
+from visionzoo.engine.cli import run_cli
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -29,17 +29,17 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
+
+    def body() -> int:
         paths = make_shapes(args.root, seed=args.seed, cls_image_size=args.cls_image_size,
                             cls_train_per_class=args.cls_train_per_class, cls_val_per_class=args.cls_val_per_class,
                             det_image_size=args.det_image_size, det_train=args.det_train, det_val=args.det_val,
                             force=args.force, workers=args.workers)
-    except VisionzooError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
-    for key, value in paths.items():
-        print(f'{key}: {",".join(value) if key == "classes" else value}')
-    return 0
+        for key, value in paths.items():
+            print(f'{key}: {",".join(value) if key == "classes" else value}')
+        return 0
+
+    return run_cli(body)
 
 
 if __name__ == '__main__':

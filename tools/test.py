@@ -4,7 +4,6 @@
     python tools/test.py CONFIG CHECKPOINT [--out FILE.json] [--show-dir DIR] [--cfg-options k=v ...]
 """
 import argparse
-import os
 import sys
 
 from visionzoo.engine.cli import add_common_args, parse_common, run_cli
@@ -30,43 +29,25 @@ def main(argv=None) -> int:
         from mmengine.runner import Runner
 
         from visionzoo.engine.checkpoint import load_model_weights, load_state_dict_file
-        from visionzoo.engine.cli import resolve_work_dir
         from visionzoo.engine.config import check_types, load_config
         from visionzoo.engine.hooks import format_metric_table
-        from visionzoo.engine.runner_utils import adapt_to_device, init_cpu_distributed, use_visionzoo_runner_parts
-        from visionzoo.evaluation.dump import check_out_file
-        from visionzoo.utils.errors import ConfigError
+        from visionzoo.engine.reporting import config_paths_in_errors
+        from visionzoo.engine.runner_utils import init_cpu_distributed, setup_test_cfg
 
         # missing file, not a checkpoint, no weights inside: fail before building anything, and load only once
         state = load_state_dict_file(args.checkpoint)
         cfg = load_config(args.config, args.cfg_options)
-        resolve_work_dir(cfg, args.work_dir, args.config)
-        cfg.launcher = args.launcher
-        cfg.load_from, cfg.resume = None, False  # weights are loaded strictly below
-        for key in ('train_dataloader', 'train_cfg', 'optim_wrapper', 'param_scheduler'):
-            cfg.pop(key, None)
-        if not cfg.get('test_dataloader'):
-            raise ConfigError(f'{args.config}: no test_dataloader in the config')
-        if args.out:
-            check_out_file(args.out)
-            evaluator = cfg.test_evaluator
-            evaluator = list(evaluator) if isinstance(evaluator, (list, tuple)) else [evaluator]
-            cfg.test_evaluator = evaluator + [dict(type='DumpPredictions', out_file=args.out)]
-        if args.show_dir:
-            if os.path.isdir(args.show_dir) and os.listdir(args.show_dir):
-                raise ConfigError(f'--show-dir: {args.show_dir} is not empty; choose a new or empty folder')
-            cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [
-                dict(type='PredictionDrawHook', show_dir=args.show_dir, max_images=args.show_max)]
-        adapt_to_device(cfg)
-        use_visionzoo_runner_parts(cfg)
+        setup_test_cfg(cfg, args.work_dir, args.launcher, args.config, out=args.out, show_dir=args.show_dir,
+                       show_max=args.show_max)
         check_types(cfg, args.config)
         init_cpu_distributed(cfg)
-        runner = Runner.from_cfg(cfg)
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        load_model_weights(model, state, args.checkpoint)
-        del state
-        runner.logger.info(f'loaded weights from {args.checkpoint}')
-        metrics = runner.test()
+        with config_paths_in_errors(cfg, args.config):
+            runner = Runner.from_cfg(cfg)
+            model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+            load_model_weights(model, state, args.checkpoint)
+            del state
+            runner.logger.info(f'loaded weights from {args.checkpoint}')
+            metrics = runner.test()
         if runner.rank == 0:
             print(format_metric_table(metrics, f'test metrics of {args.checkpoint}'))
             if args.out:

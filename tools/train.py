@@ -28,13 +28,15 @@ def main(argv=None) -> int:
         from mmengine.runner import Runner
 
         from visionzoo.engine.config import check_types, load_config
+        from visionzoo.engine.reporting import config_paths_in_errors
         from visionzoo.engine.runner_utils import init_cpu_distributed, setup_train_cfg
 
         cfg = load_config(args.config, args.cfg_options)
         setup_train_cfg(cfg, args.work_dir, args.resume, args.amp, args.launcher, args.config)
         check_types(cfg, args.config)
         init_cpu_distributed(cfg)
-        Runner.from_cfg(cfg).train()
+        with config_paths_in_errors(cfg, args.config):
+            Runner.from_cfg(cfg).train()
         return 0
 
     return run_cli(body)

@@ -4,7 +4,7 @@ import torch
 
 import visionzoo  # noqa: F401
 from visionzoo.registry import MODELS
-from visionzoo.utils.errors import CheckpointError, ConfigError
+from visionzoo.utils.errors import ArgumentError, CheckpointError
 
 
 def test_vim_dense_backbone_with_simple_feature_pyramid():
@@ -60,9 +60,19 @@ def test_with_cp_keeps_outputs():
 
 
 def test_bad_backbone_configs(tmp_path):
-    with pytest.raises(ConfigError, match="unknown timm model 'vim_tinny'.*vim_tiny"):
+    with pytest.raises(ArgumentError, match=r"^TimmBackbone\(model_name='vim_tinny'\): unknown timm model; close "
+                       r"matches: .*vim_tiny"):
         MODELS.build(dict(type='TimmBackbone', model_name='vim_tinny'))
-    with pytest.raises(CheckpointError, match='not found'):
+    with pytest.raises(ArgumentError, match=r"^TimmBackbone\(out_norm='GN'\): expected None or one of \['LN'\]"):
+        MODELS.build(dict(type='TimmBackbone', model_name='resnet10t', out_norm='GN'))
+    with pytest.raises(ArgumentError, match=r'^TimmBackbone\(frozen_stages=6\): expected an int from -1 to 5'):
+        MODELS.build(dict(type='TimmBackbone', model_name='resnet10t', frozen_stages=6))
+    with pytest.raises(ArgumentError, match=r"^ImageClassifier\(backbone\.model_name='vim_tinny'\): unknown timm "
+                       r"model"):
+        MODELS.build(dict(type='ImageClassifier', backbone='vim_tinny', head=dict(type='LinearClsHead',
+                                                                                  num_classes=2)))
+    with pytest.raises(CheckpointError, match=r'^TimmBackbone\(pretrained=\.\.\.\): checkpoint file not found: '
+                       r'.*none\.pth'):
         MODELS.build(dict(type='TimmBackbone', model_name='vim_tiny', pretrained=str(tmp_path / 'none.pth')))
     wrong = tmp_path / 'wrong.pth'
     torch.save({'model': {'head.weight': torch.zeros(3, 3)}}, wrong)
@@ -80,3 +90,16 @@ def test_channels_last_timm_features_come_back_nchw():
                                                for c, s in zip(backbone.out_channels, backbone.strides)]
     raw = backbone.body(img)
     torch.testing.assert_close(feats[0], raw[0].permute(0, 3, 1, 2))
+
+
+def test_out_norm_spellings():
+    """'LN' (eps 1e-6) and dict(type='LN', eps=...) give one channel LayerNorm per output under out_norms.{i}."""
+    from timm.layers import LayerNorm2d
+    for out_norm, eps in (('LN', 1e-6), (dict(type='LN', eps=1e-5), 1e-5)):
+        backbone = MODELS.build(dict(type='TimmBackbone', model_name='resnet10t', out_indices=(2, 3),
+                                     out_norm=out_norm))
+        assert [type(m) for m in backbone.out_norms] == [LayerNorm2d] * 2
+        assert [m.eps for m in backbone.out_norms] == [eps] * 2
+        assert [m.weight.shape[0] for m in backbone.out_norms] == backbone.out_channels
+        assert [k for k in backbone.state_dict() if k.startswith('out_norms.')] == [
+            'out_norms.0.weight', 'out_norms.0.bias', 'out_norms.1.weight', 'out_norms.1.bias']

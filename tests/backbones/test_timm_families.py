@@ -11,7 +11,7 @@ from conftest import official_layout, synthetic_state_dict
 import visionzoo
 from visionzoo.backbones import create_timm_model
 from visionzoo.registry import MODELS
-from visionzoo.utils.errors import CheckpointError, ConfigError
+from visionzoo.utils.errors import ArgumentError, CheckpointError
 
 LAYOUTS = ('efficientvit_m0', 'efficientvit_m5', 'shvit_s1', 'shvit_s4', 'mambaout_femto')
 WITH_LOGITS = ('efficientvit_m0', 'shvit_s1', 'mambaout_femto')
@@ -197,7 +197,7 @@ def test_per_output_layer_norm():
     for f, r, norm in zip(feats, raw, backbone.out_norms):
         expected = torch.nn.functional.layer_norm(r, r.shape[-1:], norm.weight, norm.bias, 1e-5).permute(0, 3, 1, 2)
         torch.testing.assert_close(f, expected)
-    with pytest.raises(ConfigError, match="out_norm: expected 'LN'"):
+    with pytest.raises(ArgumentError, match=r"out_norm='GN'\): expected None or one of \['LN'\]"):
         MODELS.build(dict(type='TimmBackbone', model_name='mambaout_femto', out_norm='GN'))
 
 
@@ -223,5 +223,5 @@ def test_frozen_stages(name):
         assert all(not m.training for m in frozen_bn)
         if name == 'efficientvit_m0':
             assert frozen_bn
-    with pytest.raises(ConfigError, match='frozen_stages: expected an int from -1 to 3'):
+    with pytest.raises(ArgumentError, match=r'frozen_stages=4\): expected an int from -1 to 3'):
         MODELS.build(dict(type='TimmBackbone', model_name='efficientvit_m0', frozen_stages=4))

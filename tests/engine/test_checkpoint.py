@@ -7,7 +7,7 @@ import pytest
 import torch
 from mmengine.logging import HistoryBuffer, MessageHub
 
-from visionzoo.engine.checkpoint import load_model_weights, load_state_dict_file, safe_load
+from visionzoo.engine.checkpoint import install_checkpoint_loader, load_model_weights, load_state_dict_file, safe_load
 from visionzoo.utils.errors import CheckpointError
 
 
@@ -101,11 +101,17 @@ def test_load_model_weights_is_strict_and_names_mismatches(tmp_path):
 
 
 def test_mmengine_loader_goes_through_safe_load(tmp_path):
-    from mmengine.runner.checkpoint import _load_checkpoint
+    from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint
+    install_checkpoint_loader()
+    install_checkpoint_loader()  # idempotent: still our loader, registered once
+    assert CheckpointLoader._schemes[''].__module__ == 'visionzoo.engine.checkpoint'
     path = str(tmp_path / 'epoch_1.pth')
     _runner_like_checkpoint(path)
     loaded = _load_checkpoint(path, map_location='cpu')
     assert isinstance(loaded['message_hub']['log_scalars']['train/loss'], HistoryBuffer)
+    torch.save({'x': _Evil()}, str(tmp_path / 'evil.pth'))
+    with pytest.raises(CheckpointError, match='evil.pth'):
+        _load_checkpoint(str(tmp_path / 'evil.pth'), map_location='cpu')
 
 
 def test_deit_style_checkpoint_with_argparse_args_loads(tmp_path):

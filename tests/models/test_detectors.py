@@ -1,9 +1,10 @@
-"""Detectors: anchors, RoI pooling, batching, training on a tiny set, prediction packing, non-finite losses."""
+"""Detectors: anchors, RoI pooling, batching, training on a tiny set, prediction packing.
+
+Non-finite losses are refused by the optimizer wrapper: tests/engine/test_nonfinite.py."""
 import math
 
 import pytest
 import torch
-from mmengine.logging import MessageHub
 from mmengine.optim import OptimWrapper
 from torchvision.ops import MultiScaleRoIAlign, roi_align
 
@@ -12,7 +13,7 @@ from visionzoo.heads.dense_heads import AnchorGenerator
 from visionzoo.heads.roi_heads import MultiLevelRoIAlign, map_roi_levels
 from visionzoo.models.detectors import BaseDetector
 from visionzoo.registry import MODELS
-from visionzoo.utils.errors import ConfigError, NonFiniteLossError
+from visionzoo.utils.errors import ArgumentError, ConfigError
 
 # timm feature indices: a ResNet's 0 is the stride-2 stem, so (2, 3, 4) are strides 8/16/32
 TINY_BACKBONE = dict(type='TimmBackbone', model_name='resnet10t', out_indices=(2, 3, 4))
@@ -86,20 +87,70 @@ def test_anchors_agree_with_torchvision_where_its_strides_are_exact():
     torch.testing.assert_close(ours(images, feats)[0], tv(images, feats)[0], atol=0.5, rtol=0)
 
 
-def test_features_at_other_strides_than_the_anchors_are_refused():
-    model = MODELS.build(dict(DETECTORS['RetinaNet'], backbone=dict(TINY_BACKBONE, out_indices=(1, 2, 3))))
-    with pytest.raises(ConfigError, match=r'feature level 0 is 24x24 for a 96x96 input, i.e. stride ~4.*out_indices'):
-        model(**model.data_preprocessor(_tiny_set(n=1)), mode='loss')
+@pytest.mark.parametrize('name,arg', [('RetinaNet', r'bbox_head\.anchor_generator\.strides=\[8, 16, 32, 64, 128\]'),
+                                      ('MaskRCNN', r'rpn_head\.anchor_generator\.strides=\[4, 8, 16, 32, 64\]')])
+def test_features_at_other_strides_than_the_anchors_are_refused(name, arg):
+    """An ArgumentError (not a config error: the model knows no config) naming the detector and its strides."""
+    wrong = (1, 2, 3) if name == 'RetinaNet' else (0, 1, 2, 3)  # one level finer than the anchors expect
+    model = MODELS.build(dict(DETECTORS[name], backbone=dict(TINY_BACKBONE, out_indices=wrong)))
+    data = model.data_preprocessor(_tiny_set(n=1))
+    expected = 24 if name == 'RetinaNet' else 48
+    with pytest.raises(ArgumentError, match=rf'^{name}\({arg}\): feature level 0 is {expected}x{expected} for a '
+                       rf'96x96 input, i.e. stride ~{96 // expected}, but the head expects stride .*out_indices'):
+        model(**data, mode='loss')
+    model.eval()
+    with pytest.raises(ArgumentError, match=rf'^{name}\({arg}\): feature level 0'):
+        model(**data, mode='predict')
 
 
 def test_anchor_config_errors():
-    with pytest.raises(ConfigError, match='scales or octave_base_scale'):
+    with pytest.raises(ArgumentError, match=r'^AnchorGenerator\(scales=None, octave_base_scale=None, '
+                       r'scales_per_octave=None\): give either scales or octave_base_scale'):
         AnchorGenerator([8])
-    with pytest.raises(ConfigError, match='ratios'):
+    with pytest.raises(ArgumentError, match=r'^AnchorGenerator\(ratios=\[0\.0\]\): expected a list of positive '):
         AnchorGenerator([8], ratios=[0.0], scales=[1.0])
     gen = AnchorGenerator([8, 16], scales=[1.0])
-    with pytest.raises(ConfigError, match='num_outs'):
+    with pytest.raises(ArgumentError, match=r'^AnchorGenerator\(strides=\[8, 16\]\): 1 feature levels but 2 '
+                       r'strides; .*num_outs'):
         gen.grid_anchors([(2, 2)], 'cpu')
+
+
+def test_head_and_detector_argument_errors():
+    with pytest.raises(ArgumentError, match=r'^FCOSHead\(num_classes=0\): expected a positive int$'):
+        MODELS.build(dict(type='FCOSHead', num_classes=0, in_channels=32))
+    with pytest.raises(ArgumentError, match=r'^FCOSHead\(in_channels=48\): expected a multiple of 32'):
+        MODELS.build(dict(type='FCOSHead', num_classes=2, in_channels=48))
+    with pytest.raises(ArgumentError, match=r"^RetinaHead\(norm='BN'\): expected None or one of \['GN'\]"):
+        MODELS.build(dict(type='RetinaHead', num_classes=2, in_channels=32, norm='BN'))
+    with pytest.raises(ArgumentError, match=r"^RetinaHead\(norm='GN'\): GroupNorm num_groups=32 must divide the 48 "):
+        MODELS.build(dict(type='RetinaHead', num_classes=2, in_channels=48, norm='GN'))
+    with pytest.raises(ArgumentError, match=r"^StandardRoIHead\(train_cfg=\{'nums': 64\}\): unknown option\(s\) "
+                       r"\['nums'\]"):
+        MODELS.build(dict(DETECTORS['MaskRCNN']['roi_head'], train_cfg=dict(nums=64)))
+    with pytest.raises(ArgumentError, match=r"^RetinaNet\(test_cfg=\{'nms_thr': 0\.5\}\): unknown option"):
+        MODELS.build(dict(DETECTORS['RetinaNet'], test_cfg=dict(nms_thr=0.5)))
+    with pytest.raises(ArgumentError, match=r'^MaskRCNN\(train_cfg\.rpn_proposal\.nms_iou=0\.6, '
+                       r'test_cfg\.rpn\.nms_iou=0\.7\): must be equal'):
+        MODELS.build(dict(DETECTORS['MaskRCNN'], train_cfg=dict(rpn_proposal=dict(nms_iou=0.6))))
+    with pytest.raises(ArgumentError, match=r"^MaskRCNN\(train_cfg\.rpn=\{'pos_iou': 0\.7\}\): unknown option"):
+        MODELS.build(dict(DETECTORS['MaskRCNN'], train_cfg=dict(rpn=dict(pos_iou=0.7))))
+
+
+def test_retina_head_group_norm_spellings_match_torchvision_v2():
+    """norm='GN' and dict(type='GN') give torchvision's RetinaNet v2 head: same keys and shapes, GroupNorm(32)."""
+    from functools import partial
+
+    from torchvision.models.detection.retinanet import RetinaNetHead
+    reference = RetinaNetHead(64, 9, 3, norm_layer=partial(torch.nn.GroupNorm, 32))
+    layout = [(k, tuple(v.shape)) for k, v in reference.state_dict().items()]
+    for norm in ('GN', dict(type='GN', num_groups=32)):
+        head = MODELS.build(dict(type='RetinaHead', num_classes=3, in_channels=64, norm=norm))
+        assert [(k, tuple(v.shape)) for k, v in head.state_dict().items()] == layout
+        norms = [m for m in head.modules() if isinstance(m, torch.nn.GroupNorm)]
+        assert len(norms) == 8 and all(m.num_groups == 32 and m.eps == 1e-5 for m in norms)
+    eps = MODELS.build(dict(type='RetinaHead', num_classes=3, in_channels=64, norm=dict(type='GN', num_groups=16,
+                                                                                         eps=1e-6)))
+    assert all(m.num_groups == 16 and m.eps == 1e-6 for m in eps.modules() if isinstance(m, torch.nn.GroupNorm))
 
 
 def test_roi_levels_and_pooling():
@@ -135,7 +186,7 @@ def test_data_preprocessor_normalises_and_pads():
     torch.testing.assert_close(x[1, :, 69, 19], torch.tensor([40., 17.5, 12.]))
     assert float(x[0, :, 40:].abs().sum()) == 0 and float(x[1, :, :, 20:].abs().sum()) == 0
     assert [s['batch_input_shape'] for s in out['data_samples']] == [(96, 64)] * 2
-    with pytest.raises(ConfigError, match='pad_size_divisor'):
+    with pytest.raises(ArgumentError, match=r'^DetDataPreprocessor\(pad_size_divisor=0\): expected a positive int'):
         MODELS.build(dict(type='DetDataPreprocessor', pad_size_divisor=0))
 
 
@@ -186,34 +237,12 @@ def test_predictions_are_mapped_back_to_the_original_image():
     torch.testing.assert_close(clipped, torch.tensor([[20., 40., 50., 50.]]))
 
 
-@pytest.mark.parametrize('mode', ['stop', 'skip'])
-def test_non_finite_loss_stops_or_skips_before_the_step(mode):
-    torch.manual_seed(0)
-    model = MODELS.build(dict(DETECTORS['RetinaNet'], nonfinite_loss=mode))
-    wrapper = OptimWrapper(torch.optim.AdamW(model.parameters(), lr=1e-3))
-    data = _tiny_set(n=1)
-    model.train_step({k: list(v) for k, v in data.items()}, wrapper)
-    before = {k: v.detach().clone() for k, v in model.named_parameters()}
-    real_loss = model.loss
-    model.loss = lambda *a: {k: v * float('nan') if k == 'loss_bbox' else v for k, v in real_loss(*a).items()}
-    MessageHub.get_current_instance().update_info('iter', 41)
-    if mode == 'stop':
-        with pytest.raises(NonFiniteLossError, match=r'iteration 42 .*loss_bbox=nan'):
-            model.train_step({k: list(v) for k, v in data.items()}, wrapper)
-    else:
-        with pytest.warns(UserWarning, match='iteration 42'):
-            model.train_step({k: list(v) for k, v in data.items()}, wrapper)
-    for k, v in model.named_parameters():  # no optimizer step (BatchNorm statistics do move in the forward)
-        assert torch.equal(v, before[k]), k
-    with pytest.raises(ConfigError, match='nonfinite_loss'):
-        MODELS.build(dict(DETECTORS['RetinaNet'], nonfinite_loss='ignore'))
-
-
 def test_predict_needs_eval_mode_and_masks_need_annotations():
     model = MODELS.build(DETECTORS['MaskRCNN'])
     data = model.data_preprocessor(_tiny_set(n=1))
     with pytest.raises(RuntimeError, match='eval'):
         model(**data, mode='predict')
     del data['data_samples'][0]['gt_masks']
-    with pytest.raises(ConfigError, match='with_mask=True'):
+    with pytest.raises(ArgumentError, match=r'^MaskRCNN\(roi_head\.with_mask=True\): the mask head needs gt_masks'
+                       r'.*LoadAnnotations\(with_mask=True\)'):
         model(**data, mode='loss')

@@ -1,6 +1,7 @@
 """EfficientViTFPN: strides 4..64 from EfficientViT-M0 features, a hand-written reference, the official
 checkpoint layouts, level shapes, init, gradients and config errors."""
 import math
+import re
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ import torch.nn.functional as F
 
 from visionzoo.necks.efficientvit_fpn import EfficientViTFPN
 from visionzoo.registry import MODELS
-from visionzoo.utils.errors import ConfigError
+from visionzoo.utils.errors import ArgumentError
 
 # stride-16/32/64 maps of a 100 x 76 image (halving rounds up), like EfficientViT-M / SHViT features
 SIZES = [(7, 5), (4, 3), (2, 2)]
@@ -145,11 +146,13 @@ def test_no_norm_on_lateral_also_covers_transposed_convs():
 ])
 def test_bad_config_names_the_argument(kwargs, arg):
     args = dict(dict(in_channels=CHANNELS, out_channels=8, num_outs=5), **kwargs)
-    with pytest.raises(ConfigError, match=rf'EfficientViTFPN\.{arg}:'):
+    with pytest.raises(ArgumentError, match=rf'^EfficientViTFPN\({arg}=') as e:
         EfficientViTFPN(**args)
+    assert repr(args[arg]) in str(e.value)
 
 
-def test_wrong_number_of_maps_is_a_config_error():
+def test_wrong_number_of_maps_is_an_argument_error():
     neck = EfficientViTFPN(CHANNELS, 8, num_outs=5)
-    with pytest.raises(ConfigError, match=r'EfficientViTFPN\.in_channels: built for 3 input maps'):
+    with pytest.raises(ArgumentError, match=rf'^EfficientViTFPN\(in_channels={re.escape(str(CHANNELS))}\): built for 3 '
+                       r'input maps, got 2'):
         neck(_maps()[:2])

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import visionzoo
 from visionzoo.necks.fpn import FPN, PAFPN
 from visionzoo.registry import MODELS
-from visionzoo.utils.errors import ConfigError
+from visionzoo.utils.errors import ArgumentError
 
 # an image of 100 x 75 at strides 4/8/16/32, each stage halving its input rounding up (odd sizes on purpose)
 SIZES = [(25, 19), (13, 10), (7, 5), (4, 3)]
@@ -208,17 +208,20 @@ def test_fuse_folds_batch_norms():
 @pytest.mark.parametrize('cls', [FPN, PAFPN])
 def test_bad_config_names_the_argument(cls, kwargs, arg):
     args = dict(dict(in_channels=CHANNELS, out_channels=8, num_outs=4), **kwargs)
-    with pytest.raises(ConfigError, match=rf'{cls.__name__}\.{arg}:'):
+    with pytest.raises(ArgumentError, match=rf'^{cls.__name__}\({arg}=') as e:
         cls(**args)
+    assert repr(args[arg]) in str(e.value)  # the message shows the value it refuses
 
 
-def test_mismatched_inputs_are_config_errors():
+def test_mismatched_inputs_are_argument_errors():
     neck = FPN(CHANNELS, 8, num_outs=4)
-    with pytest.raises(ConfigError, match=r'FPN\.in_channels: built for 4 input maps'):
+    with pytest.raises(ArgumentError, match=r'^FPN\(in_channels=\[3, 5, 7, 9\]\): built for 4 input maps, got 3'):
         neck(_maps()[1:])
-    with pytest.raises(ConfigError, match=r'FPN\.in_channels: expected NCHW maps with channels \[3, 5, 7, 9\]'):
+    with pytest.raises(ArgumentError, match=r'^FPN\(in_channels=\[3, 5, 7, 9\]\): expected NCHW maps with these '
+                       r'channels, got maps of shapes \[\(2, 3, 25, 19\), \(2, 5, 13, 10\), \(2, 7, 7, 5\), '
+                       r'\(2, 8, 4, 3\)\]'):
         neck(_maps(channels=[3, 5, 7, 8]))
-    with pytest.raises(ConfigError, match=r'FPN\.num_outs'):  # through the registry: still a ConfigError
+    with pytest.raises(ArgumentError, match=r'FPN\(num_outs=2\)'):  # through the registry: still an ArgumentError
         MODELS.build(dict(type='FPN', in_channels=CHANNELS, out_channels=8, num_outs=2))
 
 

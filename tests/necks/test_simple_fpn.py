@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from visionzoo.necks import SimpleFeaturePyramid
+from visionzoo.utils.errors import ArgumentError
 
 
 def test_single_map_makes_every_level():
@@ -28,16 +29,32 @@ def test_extra_levels_and_stride8_scales():
     assert [o.shape[-1] for o in outs] == [32, 16, 8, 4, 2]
 
 
-@pytest.mark.parametrize('kwargs,pattern', [(dict(scale_factors=(3.0,)), 'scale_factors'),
-                                            (dict(norm='GN'), 'norm'),
-                                            (dict(in_channels=[16, 32]), 'in_channels'),
-                                            (dict(num_outs=2), 'num_outs')])
+@pytest.mark.parametrize('kwargs,pattern', [(dict(scale_factors=(3.0,)), r'scale_factors=\(3\.0,\)'),
+                                            (dict(norm='GN'), "norm='GN'"),
+                                            (dict(norm=dict(type='LN', eps=0)), r"norm=\{'type': 'LN', 'eps': 0\}"),
+                                            (dict(in_channels=[16, 32]), r'in_channels=\[16, 32\]'),
+                                            (dict(num_outs=2), 'num_outs=2')])
 def test_bad_arguments(kwargs, pattern):
-    with pytest.raises(ValueError, match=pattern):
+    with pytest.raises(ArgumentError, match=rf'^SimpleFeaturePyramid\({pattern}\): '):
         SimpleFeaturePyramid(**dict(dict(in_channels=16, out_channels=8), **kwargs))
+
+
+def test_norm_spellings_build_the_same_layers():
+    """'LN' and dict(type='LN') are timm's LayerNorm2d (eps 1e-6 unless given), in the same places: same keys."""
+    from timm.layers import LayerNorm2d
+    by_name = SimpleFeaturePyramid(in_channels=16, out_channels=8, norm='LN')
+    by_dict = SimpleFeaturePyramid(in_channels=16, out_channels=8, norm=dict(type='LN', eps=1e-5))
+    assert list(by_name.state_dict()) == list(by_dict.state_dict())
+    assert 'lateral.0.1.weight' in by_name.state_dict() and 'lateral.0.0.bias' not in by_name.state_dict()
+    for neck, eps in ((by_name, 1e-6), (by_dict, 1e-5)):
+        norms = [m for m in neck.modules() if isinstance(m, LayerNorm2d)]
+        assert len(norms) == 9 and all(m.eps == eps for m in norms)  # 1 in the x4 branch, 2 per level
+    plain = SimpleFeaturePyramid(in_channels=16, out_channels=8, norm=None)
+    assert 'lateral.0.0.bias' in plain.state_dict() and not any(isinstance(m, LayerNorm2d) for m in plain.modules())
 
 
 def test_wrong_number_of_inputs():
     neck = SimpleFeaturePyramid(in_channels=16, out_channels=8)
-    with pytest.raises(ValueError, match='one map or 4 maps'):
+    with pytest.raises(ArgumentError, match=r'^SimpleFeaturePyramid\(scale_factors=\(4\.0, 2\.0, 1\.0, 0\.5\)\): '
+                       r'takes one map or 4 maps \(one per level\), got 2'):
         neck([torch.randn(1, 16, 4, 4)] * 2)

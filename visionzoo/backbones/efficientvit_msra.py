@@ -40,7 +40,9 @@ _OFFICIAL_RULES = (
     (r'\.c\.', '.conv.'),
     (r'^head\.l\.', 'head.linear.'),
 )
-_timm_filter = _timm_evit.checkpoint_filter_fn
+# timm's own filter, also when this module is imported again (``importlib.reload``, a cleared ``sys.modules``): the
+# installed wrapper remembers what it wraps, so wrapping never stacks and never calls itself
+_timm_filter = getattr(_timm_evit.checkpoint_filter_fn, 'wraps_timm_filter', _timm_evit.checkpoint_filter_fn)
 
 
 def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
@@ -55,6 +57,9 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: nn.Module) 
                       if not k.endswith('attention_bias_idxs') and not k.startswith('head_dist.')}
         state_dict = rename_keys(state_dict, _OFFICIAL_RULES)
     return _timm_filter(state_dict, model)
+
+
+checkpoint_filter_fn.wraps_timm_filter = _timm_filter
 
 
 @torch.no_grad()

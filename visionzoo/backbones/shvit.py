@@ -26,7 +26,9 @@ _OFFICIAL_RULES = (
     (r'^blocks([23])\.2\.([01])\.', lambda m: f'stages.{int(m.group(1)) - 1}.downsample.{int(m.group(2)) + 3}.'),
     (r'^blocks([23])\.(\d+)\.', lambda m: f'stages.{int(m.group(1)) - 1}.blocks.{int(m.group(2)) - 3}.'),
 )
-_timm_filter = _timm_shvit.checkpoint_filter_fn
+# timm's own filter, also when this module is imported again (``importlib.reload``, a cleared ``sys.modules``): the
+# installed wrapper remembers what it wraps, so wrapping never stacks and never calls itself
+_timm_filter = getattr(_timm_shvit.checkpoint_filter_fn, 'wraps_timm_filter', _timm_shvit.checkpoint_filter_fn)
 
 
 def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
@@ -37,6 +39,8 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: nn.Module) 
                                  _OFFICIAL_RULES)
     return _timm_filter(state_dict, model)
 
+
+checkpoint_filter_fn.wraps_timm_filter = _timm_filter
 
 # the installed filter covers timm's layout too, so every caller of timm's builder gets both
 _timm_shvit.checkpoint_filter_fn = checkpoint_filter_fn

@@ -9,10 +9,11 @@ import timm
 import torch
 import torch.nn as nn
 from mmengine.model import BaseModule
-from timm.layers import LayerNorm2d
 
+from ..layers.norm_act import NormCfg, build_norm
 from ..registry import MODELS
-from ..utils.errors import CheckpointError, ConfigError
+from ..utils.errors import CheckpointError
+from ..utils.options import argument_error
 
 __all__ = ['create_timm_model', 'TimmBackbone']
 
@@ -48,23 +49,29 @@ def _load_error_summary(error: Exception, limit: int = 400) -> str:
     return text if len(text) <= limit else text[:limit] + ' ...'
 
 
-def create_timm_model(model_name: str, pretrained: Union[bool, str] = False, **kwargs) -> nn.Module:
-    """``timm.create_model`` with config-friendly errors.
+def create_timm_model(model_name: str, pretrained: Union[bool, str] = False, *, owner: str = 'create_timm_model',
+                      arg_prefix: str = '', **kwargs) -> nn.Module:
+    """``timm.create_model`` with errors that name the argument.
 
     ``pretrained`` may be a local checkpoint path: it is loaded through the model's pretrained cfg and
     ``checkpoint_filter_fn`` (``pretrained_cfg_overlay=dict(file=path)``), so official checkpoints work too. The
     load is strict except for the classifier: timm loads non-strictly whenever the head differs (always for
     ``num_classes=0`` and ``features_only``) and only logs what it skipped, which would leave a backbone silently
     random; here any other missing or unexpected key is a :class:`CheckpointError`.
+
+    Errors start with ``owner(arg_prefix + argument=...)``: ``TimmBackbone(model_name='vann_b0'): unknown timm
+    model; close matches: van_b0``, ``ImageClassifier(backbone.pretrained=...): ...``.
     """
-    if not timm.is_model(model_name):
-        close = difflib.get_close_matches(model_name, timm.list_models(), n=5, cutoff=0.6)
-        hint = f'; did you mean: {", ".join(close)}' if close else ''
-        raise ConfigError(f'backbone.model_name: unknown timm model {model_name!r}{hint}')
+    if not isinstance(model_name, str) or not timm.is_model(model_name):
+        close = difflib.get_close_matches(model_name, timm.list_models(), n=5, cutoff=0.6) \
+            if isinstance(model_name, str) else []
+        hint = f'; close matches: {", ".join(close)}' if close else ''
+        raise argument_error(owner, arg_prefix + 'model_name', model_name, f'unknown timm model{hint}')
     if not isinstance(pretrained, str):
         return timm.create_model(model_name, pretrained=pretrained, **kwargs)
+    where = f'{owner}({arg_prefix}pretrained=...)'
     if not os.path.isfile(pretrained):
-        raise CheckpointError(f'backbone.pretrained: checkpoint file not found: {pretrained}')
+        raise CheckpointError(f'{where}: checkpoint file not found: {pretrained}')
     overlay = dict(kwargs.pop('pretrained_cfg_overlay', None) or {}, file=pretrained)
     report = _PretrainedLoadReport()
     logger = logging.getLogger('timm.models._builder')
@@ -75,7 +82,7 @@ def create_timm_model(model_name: str, pretrained: Union[bool, str] = False, **k
     try:
         model = timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
     except (RuntimeError, ValueError, KeyError) as e:  # what timm's loader and load_state_dict raise
-        raise CheckpointError(f'backbone.pretrained: {pretrained} does not load into {model_name}: '
+        raise CheckpointError(f'{where}: {pretrained} does not load into {model_name}: '
                               f'{_load_error_summary(e)}') from e
     finally:
         logger.removeHandler(report)
@@ -89,7 +96,7 @@ def create_timm_model(model_name: str, pretrained: Union[bool, str] = False, **k
             return ', '.join(keys[:8]) + (f' (+{len(keys) - 8} more)' if len(keys) > 8 else '')
         parts = ([f'missing {len(missing)} keys: {listed(missing)}'] if missing else []) + \
             ([f'unexpected {len(unexpected)} keys: {listed(unexpected)}'] if unexpected else [])
-        raise CheckpointError(f'backbone.pretrained: {pretrained} does not match {model_name}: ' + '; '.join(parts))
+        raise CheckpointError(f'{where}: {pretrained} does not match {model_name}: ' + '; '.join(parts))
     return model
 
 
@@ -112,7 +119,7 @@ class TimmBackbone(BaseModule):
             EfficientViT/SHViT detection code does.
         out_norm: a norm on each output, as the official dense code of some families adds: ``'LN'`` (channel
             LayerNorm, eps 1e-6; MambaOut, BiFormer), ``dict(type='LN', eps=1e-5)`` (SLAB uses PyTorch's default
-            eps), or None.
+            eps), or None (:func:`visionzoo.layers.build_norm`, limited to ``LN``).
         with_cp: gradient checkpointing through the model's ``set_grad_checkpointing``.
         init_cfg: mmengine init config (e.g. ``dict(type='Pretrained', checkpoint=..., prefix='backbone.')``).
         **model_kwargs: passed to ``timm.create_model`` (``img_size``, ``class_token=False``,
@@ -121,18 +128,21 @@ class TimmBackbone(BaseModule):
 
     def __init__(self, model_name: str, out_indices: Optional[Sequence[int]] = None,
                  pretrained: Union[bool, str] = False, frozen_stages: int = -1, norm_eval: bool = False,
-                 out_norm: Optional[Union[str, dict]] = None, with_cp: bool = False,
+                 out_norm: NormCfg = None, with_cp: bool = False,
                  init_cfg: Optional[dict] = None, **model_kwargs):
         super().__init__(init_cfg=init_cfg)
         if out_indices is not None:
             model_kwargs['out_indices'] = tuple(out_indices)
-        self.body = create_timm_model(model_name, pretrained=pretrained, features_only=True, **model_kwargs)
+        self.body = create_timm_model(model_name, pretrained=pretrained, features_only=True, owner='TimmBackbone',
+                                      **model_kwargs)
         self.norm_eval = norm_eval
-        self.out_norms = nn.ModuleList([_out_norm(out_norm, c) for c in self.out_channels]) if out_norm else None
+        self.out_norms = None if out_norm is None else nn.ModuleList(
+            build_norm(out_norm, c, owner='TimmBackbone', arg='out_norm', allowed=('LN',)) for c in self.out_channels)
         if with_cp:
             target = self.body if hasattr(self.body, 'set_grad_checkpointing') else getattr(self.body, 'model', None)
             if target is None or not hasattr(target, 'set_grad_checkpointing'):
-                raise ConfigError(f'backbone.with_cp: {model_name} has no gradient checkpointing')
+                raise argument_error('TimmBackbone', 'with_cp', with_cp,
+                                     f'{model_name} has no gradient checkpointing')
             target.set_grad_checkpointing(True)
         self._frozen = self._freeze(frozen_stages)
 
@@ -140,8 +150,8 @@ class TimmBackbone(BaseModule):
         """Freeze the parameters of the stem and the first stages; returns the modules to keep in eval mode."""
         modules = self.body.feature_info.module_name()
         if not isinstance(frozen_stages, int) or not -1 <= frozen_stages <= len(modules):
-            raise ConfigError(f'backbone.frozen_stages: expected an int from -1 to {len(modules)} (the number of '
-                              f'feature modules), got {frozen_stages!r}')
+            raise argument_error('TimmBackbone', 'frozen_stages', frozen_stages,
+                                 f'expected an int from -1 to {len(modules)} (the number of feature modules)')
         if frozen_stages < 0:
             return []
         params = list(self.body.named_parameters())
@@ -150,7 +160,8 @@ class TimmBackbone(BaseModule):
         prefixes = (modules[k].replace('.', '_', 1) + '.', 'model.' + modules[k] + '.', modules[k] + '.')
         inside = [i for i, (name, _) in enumerate(params) if name.startswith(prefixes)]
         if not inside:
-            raise ConfigError(f'backbone.frozen_stages: cannot find the parameters of feature module {modules[k]!r}')
+            raise argument_error('TimmBackbone', 'frozen_stages', frozen_stages,
+                                 f'cannot find the parameters of feature module {modules[k]!r}')
         end = inside[-1] + 1 if frozen_stages > 0 else inside[0]
         frozen = {id(p) for _, p in params[:end]}
         for _, p in params[:end]:
@@ -185,11 +196,3 @@ class TimmBackbone(BaseModule):
                     if isinstance(m, nn.modules.batchnorm._BatchNorm):
                         m.eval()
         return self
-
-
-def _out_norm(cfg: Union[str, dict], channels: int) -> nn.Module:
-    cfg = dict(type=cfg) if isinstance(cfg, str) else dict(cfg)
-    kind = cfg.pop('type', None)
-    if kind != 'LN':
-        raise ConfigError(f"backbone.out_norm: expected 'LN', dict(type='LN', eps=...) or None, got {kind!r}")
-    return LayerNorm2d(channels, eps=cfg.pop('eps', 1e-6), **cfg)

@@ -20,7 +20,8 @@ from mmengine.runner.checkpoint import CheckpointLoader
 
 from ..utils.errors import CheckpointError
 
-__all__ = ['safe_load', 'runner_safe_globals', 'load_state_dict_file', 'load_model_weights']
+__all__ = ['safe_load', 'runner_safe_globals', 'load_state_dict_file', 'load_model_weights',
+           'install_checkpoint_loader']
 
 
 _HISTORY_STATISTICS = ('min', 'max', 'current', 'mean')
@@ -116,8 +117,16 @@ def _load_from_local(filename: str, map_location=None):
     return safe_load(filename, map_location=map_location)
 
 
-# Every local checkpoint mmengine reads (Runner.resume, load_from, init_cfg=Pretrained) goes through here.
-CheckpointLoader.register_scheme(prefixes='', force=True)(_load_from_local)
+def install_checkpoint_loader() -> None:
+    """Make every local checkpoint mmengine reads (``Runner.resume``, ``load_from``, ``init_cfg=Pretrained``) go
+    through :func:`safe_load`.
+
+    Replaces the scheme mmengine's ``CheckpointLoader`` uses for plain paths. Called by the tools' setup
+    (:func:`visionzoo.engine.runner_utils.setup_train_cfg` / ``setup_test_cfg``), not on import; calling it again
+    changes nothing.
+    """
+    if CheckpointLoader._schemes.get('') is not _load_from_local:
+        CheckpointLoader.register_scheme(prefixes='', force=True)(_load_from_local)
 
 
 def load_model_weights(model: torch.nn.Module, state: dict, filename: str) -> None:

@@ -1,12 +1,18 @@
-"""Pieces the command-line tools share: common arguments, work-dir default, one-line errors."""
+"""Pieces the command-line tools share: common arguments and one-line errors.
+
+What the tools do to a config (work dir, resume, device, runner parts) is in :mod:`.runner_utils`; how errors are
+worded in :mod:`.reporting`. Neither imports this module.
+"""
 import argparse
 import os
 import sys
-from typing import Callable, Optional
+from typing import Callable
 
+from ..utils.errors import VisionzooError
 from .config import CfgOptionsAction
+from .reporting import format_error
 
-__all__ = ['add_common_args', 'parse_common', 'resolve_work_dir', 'run_cli']
+__all__ = ['add_common_args', 'parse_common', 'run_cli']
 
 
 def add_common_args(parser: argparse.ArgumentParser, cfg_options_example: str) -> None:
@@ -26,18 +32,8 @@ def parse_common(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespa
     return args
 
 
-def resolve_work_dir(cfg, work_dir: Optional[str], config_path: str) -> None:
-    """``--work-dir`` wins, then the config's ``work_dir``, then ``work_dirs/<config name>``."""
-    if work_dir:
-        cfg.work_dir = work_dir
-    elif not cfg.get('work_dir'):
-        cfg.work_dir = os.path.join('work_dirs', os.path.splitext(os.path.basename(config_path))[0])
-
-
 def run_cli(body: Callable[[], int]) -> int:
     """Run a tool's body; a user-input error becomes one ``error: ...`` line on stderr and exit status 2."""
-    from ..utils.errors import VisionzooError
-    from .runner_utils import format_error
     try:
         return body()
     except VisionzooError as e:

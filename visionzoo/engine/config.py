@@ -109,27 +109,28 @@ def registered_type_names() -> set:
         if isinstance(obj, Registry):
             visit(obj)
     # norm and activation layers named in configs (norm=dict(type='GN'), out_norm=dict(type='LN', eps=...))
-    from ..necks.fpn import LAYER_TYPES
+    from ..layers import LAYER_TYPES
     return names | LAYER_TYPES
 
 
-def _walk_types(node, path: str) -> Iterator[Tuple[str, str]]:
+def walk_types(node, path: str) -> Iterator[Tuple[str, str]]:
+    """``(dotted key of the type entry, type name)`` for every dict with a string ``type`` inside ``node``."""
     if isinstance(node, (dict, ConfigDict)):
         t = node.get('type')
         if isinstance(t, str):
             yield path + '.type' if path else 'type', t
         for k, v in node.items():
-            yield from _walk_types(v, f'{path}.{k}' if path else str(k))
+            yield from walk_types(v, f'{path}.{k}' if path else str(k))
     elif isinstance(node, (list, tuple)):
         for i, v in enumerate(node):
-            yield from _walk_types(v, f'{path}.{i}')
+            yield from walk_types(v, f'{path}.{i}')
 
 
 def check_types(cfg: Config, source: str = 'config') -> None:
     """Raise one ConfigError for every ``type='...'`` no registry knows, with close matches for each."""
     known = registered_type_names()
     problems: List[str] = []
-    for key, name in _walk_types(cfg.to_dict() if hasattr(cfg, 'to_dict') else dict(cfg), ''):
+    for key, name in walk_types(cfg.to_dict() if hasattr(cfg, 'to_dict') else dict(cfg), ''):
         bare = name.split('.', 1)[-1]  # 'mmengine.AdamW': a scope prefix, as mmengine allows
         if name in known or bare in known:
             continue

@@ -2,12 +2,10 @@
 import os
 from typing import Dict, Optional, Sequence
 
-import cv2
 from mmengine.hooks import Hook
 from tqdm import tqdm
 
 from ..registry import HOOKS
-from ..visualization import draw_prediction
 
 __all__ = ['EvalProgressHook', 'MetricTableHook', 'PredictionDrawHook', 'format_metric_table']
 
@@ -107,6 +105,9 @@ class PredictionDrawHook(Hook):
             self.classes = meta.get('classes')
 
     def after_test_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        import cv2  # only when drawing: importing visionzoo does not load OpenCV
+
+        from ..visualization import draw_prediction
         for pred in outputs or []:
             if self.max_images is not None and self._count >= self.max_images:
                 return

@@ -1,18 +1,29 @@
-"""What the tools do around mmengine's Runner: work-dir safety, resume, device fixes, readable errors."""
+"""What the tools do around mmengine's Runner: work-dir safety, resume, device fixes, the optimizer wrapper.
+
+:func:`setup_train_cfg` and :func:`setup_test_cfg` are the one place where a tool's flags meet the config; both
+install the weights-only checkpoint loader (:func:`~visionzoo.engine.checkpoint.install_checkpoint_loader`).
+"""
 import glob
 import os
-import re
 from typing import Optional
 
 import torch
 from mmengine.config import Config
 
 from ..utils.errors import CheckpointError, ConfigError
-from .cli import resolve_work_dir
-from .optim import amp_optim_wrapper_type
+from .checkpoint import install_checkpoint_loader
+from .optim import NONFINITE_LOSS_MODES, amp_optim_wrapper_type
 
-__all__ = ['existing_checkpoints', 'check_work_dir', 'setup_train_cfg', 'adapt_to_device', 'init_cpu_distributed',
-           'use_visionzoo_runner_parts', 'format_error']
+__all__ = ['existing_checkpoints', 'check_work_dir', 'resolve_work_dir', 'setup_train_cfg', 'setup_test_cfg',
+           'adapt_to_device', 'init_cpu_distributed', 'use_visionzoo_runner_parts', 'use_guarded_optim_wrapper']
+
+
+def resolve_work_dir(cfg, work_dir: Optional[str], config_path: str) -> None:
+    """``--work-dir`` wins, then the config's ``work_dir``, then ``work_dirs/<config name>``."""
+    if work_dir:
+        cfg.work_dir = work_dir
+    elif not cfg.get('work_dir'):
+        cfg.work_dir = os.path.join('work_dirs', os.path.splitext(os.path.basename(config_path))[0])
 
 
 def existing_checkpoints(work_dir: str) -> list:
@@ -46,8 +57,9 @@ def adapt_to_device(cfg: Config) -> None:
             wrapper.setdefault('device_ids', None)
             cfg.model_wrapper_cfg = wrapper
         wrapper_type = (cfg.get('optim_wrapper') or {}).get('type')
-        if wrapper_type == 'AmpOptimWrapper':
-            raise ConfigError("optim_wrapper.type='AmpOptimWrapper' needs a CUDA device; on CPU use "
+        cuda_only = ('AmpOptimWrapper', 'GuardedAmpOptimWrapper')
+        if isinstance(wrapper_type, str) and wrapper_type.split('.')[-1] in cuda_only:
+            raise ConfigError(f"optim_wrapper.type={wrapper_type!r} needs a CUDA device; on CPU use "
                               "type='CPUAmpOptimWrapper' (bf16 autocast), or pass --amp to choose by device")
 
 
@@ -74,6 +86,51 @@ def use_visionzoo_runner_parts(cfg: Config) -> None:
         train_cfg['type'] = 'EpochBasedTrainLoop'
 
 
+_GUARDED = {'OptimWrapper': 'GuardedOptimWrapper', 'AmpOptimWrapper': 'GuardedAmpOptimWrapper'}
+_GUARDED_TYPES = set(_GUARDED.values()) | {'CPUAmpOptimWrapper'}
+
+
+def _pop_model_nonfinite_loss(cfg: Config) -> Optional[str]:
+    """The earlier spelling ``model.nonfinite_loss``, taken out of the model config (models no longer take it)."""
+    model = cfg.get('model')
+    if isinstance(model, dict) and 'nonfinite_loss' in model:
+        return model.pop('nonfinite_loss')
+    return None
+
+
+def use_guarded_optim_wrapper(cfg: Config) -> None:
+    """Give the run an optimizer wrapper with the non-finite-loss guard (:mod:`visionzoo.engine.optim`).
+
+    mmengine's ``OptimWrapper`` (also the default when ``type`` is absent) and ``AmpOptimWrapper`` become
+    ``GuardedOptimWrapper`` and ``GuardedAmpOptimWrapper``. The guard's mode is ``optim_wrapper.nonfinite_loss``
+    (``'stop'`` or ``'skip'``); the earlier ``model.nonfinite_loss`` is moved there.
+    """
+    legacy = _pop_model_nonfinite_loss(cfg)
+    wrapper = cfg.get('optim_wrapper')
+    if not wrapper:
+        if legacy is not None:
+            raise ConfigError('model.nonfinite_loss: the non-finite-loss guard is an optimizer wrapper setting; '
+                              'there is no optim_wrapper in the config')
+        return
+    if legacy is not None:
+        if wrapper.get('nonfinite_loss', legacy) != legacy:
+            raise ConfigError(f'model.nonfinite_loss={legacy!r} contradicts optim_wrapper.nonfinite_loss='
+                              f'{wrapper["nonfinite_loss"]!r}; set only optim_wrapper.nonfinite_loss')
+        wrapper['nonfinite_loss'] = legacy
+    mode = wrapper.get('nonfinite_loss', 'stop')
+    if mode not in NONFINITE_LOSS_MODES:
+        raise ConfigError(f"optim_wrapper.nonfinite_loss: expected 'stop' or 'skip', got {mode!r}")
+    if wrapper.get('constructor', 'DefaultOptimWrapperConstructor') != 'DefaultOptimWrapperConstructor':
+        return  # a custom constructor builds its own wrappers (several optimizers, ...)
+    name = wrapper.get('type', 'OptimWrapper')
+    bare = name.split('.', 1)[-1] if isinstance(name, str) else None
+    if bare in _GUARDED and (name == bare or name.startswith('mmengine.')):
+        wrapper['type'] = _GUARDED[bare]
+    elif bare not in _GUARDED_TYPES and 'nonfinite_loss' in wrapper:
+        raise ConfigError(f'optim_wrapper.nonfinite_loss: optim_wrapper.type={name!r} has no non-finite-loss guard; '
+                          f'use one of {sorted(_GUARDED_TYPES)} or mix NonFiniteLossGuard into it')
+
+
 def init_cpu_distributed(cfg: Config) -> None:
     """Start the gloo process group for ``--launcher pytorch`` on a machine without CUDA.
 
@@ -92,6 +149,7 @@ def setup_train_cfg(cfg: Config, work_dir: Optional[str], resume, amp: bool, lau
 
     ``resume``: None (fresh run), ``'auto'`` (latest checkpoint of the work dir) or a checkpoint path.
     """
+    install_checkpoint_loader()
     resolve_work_dir(cfg, work_dir, config_path)
     cfg.launcher = launcher
     if resume is None:
@@ -111,13 +169,39 @@ def setup_train_cfg(cfg: Config, work_dir: Optional[str], resume, amp: bool, lau
         optim_wrapper = cfg.setdefault('optim_wrapper', {})
         optim_wrapper.update(amp_optim_wrapper_type(torch.cuda.is_available()))
     adapt_to_device(cfg)
+    use_guarded_optim_wrapper(cfg)
     return cfg
 
 
-def format_error(e: BaseException) -> str:
-    """One line for a user-input error, also when it was re-raised from a DataLoader worker."""
-    msg = str(e)
-    if 'Original Traceback' in msg:
-        last = [ln for ln in msg.strip().splitlines() if ln.strip()][-1]
-        msg = re.sub(r'^[\w.]*(Error|Exception): ', '', last.strip())
-    return msg
+def setup_test_cfg(cfg: Config, work_dir: Optional[str], launcher: str, config_path: str,
+                   out: Optional[str] = None, show_dir: Optional[str] = None,
+                   show_max: Optional[int] = None) -> Config:
+    """Apply the test tool's flags to ``cfg``: no training parts, weights loaded by the tool (strictly).
+
+    ``out``: also dump every prediction to this JSON file (must not exist); ``show_dir``: draw predictions there
+    (must be empty or absent), at most ``show_max`` images.
+    """
+    from ..evaluation.dump import check_out_file
+
+    install_checkpoint_loader()
+    resolve_work_dir(cfg, work_dir, config_path)
+    cfg.launcher = launcher
+    cfg.load_from, cfg.resume = None, False  # weights are loaded strictly by the tool
+    _pop_model_nonfinite_loss(cfg)  # a training setting
+    for key in ('train_dataloader', 'train_cfg', 'optim_wrapper', 'param_scheduler'):
+        cfg.pop(key, None)
+    if not cfg.get('test_dataloader'):
+        raise ConfigError(f'{config_path}: no test_dataloader in the config')
+    if out:
+        check_out_file(out)
+        evaluator = cfg.test_evaluator
+        evaluator = list(evaluator) if isinstance(evaluator, (list, tuple)) else [evaluator]
+        cfg.test_evaluator = evaluator + [dict(type='DumpPredictions', out_file=out)]
+    if show_dir:
+        if os.path.isdir(show_dir) and os.listdir(show_dir):
+            raise ConfigError(f'--show-dir: {show_dir} is not empty; choose a new or empty folder')
+        cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [
+            dict(type='PredictionDrawHook', show_dir=show_dir, max_images=show_max)]
+    adapt_to_device(cfg)
+    use_visionzoo_runner_parts(cfg)
+    return cfg

@@ -6,7 +6,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..registry import MODELS
-from ..utils.errors import ConfigError
+from ..utils.options import argument_error, positive_int
 
 __all__ = ['LinearClsHead']
 
@@ -18,11 +18,10 @@ class LinearClsHead(nn.Module):
     def __init__(self, num_classes: int, in_channels: Optional[int] = None, dropout: float = 0.0,
                  label_smoothing: float = 0.0):
         super().__init__()
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise ConfigError(f'head.num_classes: expected a positive integer, got {num_classes!r}')
+        positive_int('LinearClsHead', 'num_classes', num_classes)
         if in_channels is None:
-            raise ConfigError('head.in_channels: expected the feature width (ImageClassifier fills it in from the '
-                              'backbone)')
+            raise argument_error('LinearClsHead', 'in_channels', in_channels, 'expected the feature width '
+                                 '(ImageClassifier fills it in from the backbone)')
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.label_smoothing = label_smoothing

@@ -16,19 +16,19 @@ from torchvision.models.detection.fcos import FCOSHead as _TVFCOSHead
 from torchvision.models.detection.retinanet import RetinaNetHead as _TVRetinaNetHead
 from torchvision.models.detection.rpn import RPNHead as _TVRPNHead
 
+from ..layers.norm_act import NormCfg, build_norm
 from ..registry import MODELS
-from ..utils.errors import ConfigError
-from ..utils.options import positive_int
+from ..utils.errors import ArgumentError
+from ..utils.options import argument_error, positive_int
 
 __all__ = ['AnchorGenerator', 'RetinaHead', 'FCOSHead', 'RPNHead']
 
 
-def _positive_floats(name: str, values, allow_empty: bool = False) -> List[float]:
-    values = list(values) if isinstance(values, (list, tuple)) else [values]
-    if (not values and not allow_empty) or any(isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0
-                                               for v in values):
-        raise ConfigError(f'{name}: expected a list of positive numbers, got {values!r}')
-    return [float(v) for v in values]
+def _positive_floats(owner: str, arg: str, values) -> List[float]:
+    listed = list(values) if isinstance(values, (list, tuple)) else [values]
+    if not listed or any(isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 for v in listed):
+        raise argument_error(owner, arg, values, 'expected a list of positive numbers')
+    return [float(v) for v in listed]
 
 
 class AnchorGenerator(nn.Module):
@@ -49,15 +49,18 @@ class AnchorGenerator(nn.Module):
                  scales: Optional[Sequence[float]] = None, octave_base_scale: Optional[float] = None,
                  scales_per_octave: Optional[int] = None, center_offset: float = 0.0):
         super().__init__()
-        self.strides = [int(s) for s in _positive_floats('anchor_generator.strides', strides)]
-        ratios = _positive_floats('anchor_generator.ratios', ratios)
+        self.strides = [int(s) for s in _positive_floats('AnchorGenerator', 'strides', strides)]
+        ratios = _positive_floats('AnchorGenerator', 'ratios', ratios)
         if scales is None:
             if octave_base_scale is None or scales_per_octave is None:
-                raise ConfigError('anchor_generator: give either scales or octave_base_scale and scales_per_octave')
+                raise ArgumentError(f'AnchorGenerator(scales=None, octave_base_scale={octave_base_scale!r}, '
+                                    f'scales_per_octave={scales_per_octave!r}): give either scales or '
+                                    f'octave_base_scale and scales_per_octave')
             scales = [octave_base_scale * 2 ** (i / scales_per_octave) for i in range(int(scales_per_octave))]
         elif octave_base_scale is not None:
-            raise ConfigError('anchor_generator: give scales or octave_base_scale, not both')
-        scales = _positive_floats('anchor_generator.scales', scales)
+            raise ArgumentError(f'AnchorGenerator(scales={scales!r}, octave_base_scale={octave_base_scale!r}): give '
+                                f'scales or octave_base_scale, not both')
+        scales = _positive_floats('AnchorGenerator', 'scales', scales)
         self.center_offset = float(center_offset)
         h_ratios = torch.tensor(ratios, dtype=torch.float64).sqrt()
         w_ratios = 1.0 / h_ratios
@@ -76,8 +79,7 @@ class AnchorGenerator(nn.Module):
     def grid_anchors(self, sizes: Sequence[Sequence[int]], device, dtype=torch.float32) -> List[torch.Tensor]:
         """Anchors of each level for feature maps of ``sizes`` ``[(H, W), ...]``: a list of ``(H*W*A, 4)``."""
         if len(sizes) != len(self.strides):
-            raise ConfigError(f'anchor_generator: {len(sizes)} feature levels but {len(self.strides)} strides '
-                              f'{self.strides}; the neck\'s num_outs and the strides must agree')
+            raise argument_error('AnchorGenerator', 'strides', self.strides, self._level_count_problem(len(sizes)))
         out = []
         for (h, w), stride, base in zip(sizes, self.strides, self._base):
             ys = (torch.arange(h, device=device, dtype=dtype) + self.center_offset) * stride
@@ -87,18 +89,30 @@ class AnchorGenerator(nn.Module):
             out.append((shifts + base.to(device=device, dtype=dtype)[None]).reshape(-1, 4))
         return out
 
-    def check_strides(self, input_size: Sequence[int], feature_sizes: Sequence[Sequence[int]]) -> None:
-        """Refuse feature maps whose size does not fit the configured strides for a (padded) input of
-        ``input_size``: such a model would train with anchors in the wrong places and learn nothing."""
+    def _level_count_problem(self, num_levels: int) -> str:
+        return (f'{num_levels} feature levels but {len(self.strides)} strides; the neck\'s num_outs and the strides '
+                f'must agree')
+
+    def check_strides(self, input_size: Sequence[int], feature_sizes: Sequence[Sequence[int]],
+                      owner: str = 'AnchorGenerator', arg: str = 'strides') -> None:
+        """Refuse feature maps whose number or size does not fit the configured strides for a (padded) input of
+        ``input_size``: such a model would train with anchors in the wrong places and learn nothing.
+
+        The :class:`ArgumentError` starts with ``owner(arg=strides)``: a detector names itself and the path of the
+        strides among its arguments (``RetinaNet(bbox_head.anchor_generator.strides=[8, ...])``).
+        """
+        if len(feature_sizes) != len(self.strides):
+            raise argument_error(owner, arg, self.strides, self._level_count_problem(len(feature_sizes)))
         for level, ((h, w), stride) in enumerate(zip(feature_sizes, self.strides)):
             expected = (math.ceil(input_size[0] / stride), math.ceil(input_size[1] / stride))
             if abs(h - expected[0]) > 1 or abs(w - expected[1]) > 1:
                 actual = max(input_size[0] / h, input_size[1] / w)
-                raise ConfigError(
-                    f'anchor_generator.strides: feature level {level} is {h}x{w} for a {input_size[0]}x'
-                    f'{input_size[1]} input, i.e. stride ~{actual:g}, but the head expects stride {stride}; check '
-                    f'backbone.out_indices (timm feature indices: a ResNet\'s index 0 is its stride-2 stem) and the '
-                    f"neck's start_level/num_outs against the head's strides {self.strides}")
+                raise argument_error(
+                    owner, arg, self.strides,
+                    f'feature level {level} is {h}x{w} for a {input_size[0]}x{input_size[1]} input, i.e. stride '
+                    f'~{actual:g}, but the head expects stride {stride}; check the backbone\'s out_indices (timm '
+                    f'feature indices: a ResNet\'s index 0 is its stride-2 stem) and the neck\'s start_level/num_outs '
+                    f'against these strides')
 
     def forward(self, image_list, feature_maps: Sequence[torch.Tensor]) -> List[torch.Tensor]:
         """torchvision's anchor-generator call: one tensor of all levels' anchors per image."""
@@ -109,18 +123,12 @@ class AnchorGenerator(nn.Module):
         return [anchors for _ in range(len(image_list.image_sizes))]
 
 
-def _check_group_norm(in_channels: int, name: str) -> None:
-    if in_channels % 32:
-        raise ConfigError(f'{name}.in_channels: GroupNorm with 32 groups needs a multiple of 32, got {in_channels}')
-
-
-def _norm_layer(norm: Optional[str], in_channels: int, name: str):
+def _norm_layer(norm: NormCfg, in_channels: int, owner: str):
+    """torchvision's ``norm_layer`` (channels -> module) for a norm spec; built once here to check the spec."""
     if norm is None:
         return None
-    if norm == 'GN':
-        _check_group_norm(in_channels, name)
-        return lambda c: nn.GroupNorm(32, c)
-    raise ConfigError(f"{name}.norm: expected None or 'GN', got {norm!r}")
+    build_norm(norm, in_channels, owner=owner, arg='norm', allowed=('GN',))
+    return lambda channels: build_norm(norm, channels, owner=owner, arg='norm', allowed=('GN',))
 
 
 @MODELS.register_module()
@@ -132,17 +140,20 @@ class RetinaHead(_TVRetinaNetHead):
         in_channels: channels of every neck level.
         anchor_generator: :class:`AnchorGenerator` arguments; mmdet's RetinaNet default (octave base scale 4, 3
             scales per octave, ratios 0.5/1/2, strides 8..128).
-        norm: ``None`` (mmdet, torchvision v1) or ``'GN'`` (torchvision's RetinaNet v2).
+        norm: ``None`` (mmdet, torchvision v1) or ``'GN'`` (torchvision's RetinaNet v2: 32 groups), or
+            ``dict(type='GN', num_groups=..., eps=...)`` (:mod:`visionzoo.layers.norm_act`).
         prior_prob: initial foreground probability of the classifier bias.
     """
 
+    strides_arg = 'anchor_generator.strides'  # where the level strides are among the arguments (error messages)
+
     def __init__(self, num_classes: int, in_channels: int = 256, anchor_generator: Optional[dict] = None,
-                 norm: Optional[str] = None, prior_prob: float = 0.01):
+                 norm: NormCfg = None, prior_prob: float = 0.01):
         anchor_generator = anchor_generator or dict(octave_base_scale=4, scales_per_octave=3, ratios=(0.5, 1.0, 2.0),
                                                     strides=(8, 16, 32, 64, 128))
         prior = AnchorGenerator(**anchor_generator)
-        super().__init__(in_channels, prior.num_base_anchors, positive_int('bbox_head.num_classes', num_classes),
-                         norm_layer=_norm_layer(norm, in_channels, 'bbox_head'))
+        super().__init__(in_channels, prior.num_base_anchors, positive_int('RetinaHead', 'num_classes', num_classes),
+                         norm_layer=_norm_layer(norm, in_channels, 'RetinaHead'))
         self.classification_head.cls_logits.bias.data.fill_(-math.log((1 - prior_prob) / prior_prob))
         self.anchor_generator = prior
         self.num_classes = num_classes
@@ -159,10 +170,15 @@ class FCOSHead(_TVFCOSHead):
         num_convs: convs per branch.
     """
 
+    strides_arg = 'strides'
+
     def __init__(self, num_classes: int, in_channels: int = 256, strides: Sequence[int] = (8, 16, 32, 64, 128),
                  num_convs: int = 4):
-        _check_group_norm(in_channels, 'bbox_head')
-        super().__init__(in_channels, 1, positive_int('bbox_head.num_classes', num_classes), num_convs=num_convs)
+        positive_int('FCOSHead', 'num_classes', num_classes)
+        if positive_int('FCOSHead', 'in_channels', in_channels) % 32:  # torchvision's FCOS head: GroupNorm(32, C)
+            raise argument_error('FCOSHead', 'in_channels', in_channels, 'expected a multiple of 32 (the head\'s '
+                                 'GroupNorms have 32 groups)')
+        super().__init__(in_channels, 1, num_classes, num_convs=num_convs)
         # points at cell centres (mmdet's MlvlPointGenerator offset 0.5) with the stride as the anchor size:
         # torchvision's FCOS target assignment reads the size as the level's stride
         self.anchor_generator = AnchorGenerator(strides, ratios=(1.0,), scales=(1.0,), center_offset=0.5)
@@ -178,6 +194,8 @@ class RPNHead(_TVRPNHead):
         anchor_generator: :class:`AnchorGenerator` arguments; mmdet's Mask R-CNN default (scale 8, ratios
             0.5/1/2, strides 4..64).
     """
+
+    strides_arg = 'anchor_generator.strides'
 
     def __init__(self, in_channels: int = 256, anchor_generator: Optional[dict] = None):
         anchor_generator = anchor_generator or dict(scales=(8,), ratios=(0.5, 1.0, 2.0), strides=(4, 8, 16, 32, 64))

@@ -80,10 +80,11 @@ class StandardRoIHead(RoIHeads):
     def __init__(self, num_classes: int, in_channels: int = 256, featmap_strides: Sequence[int] = (4, 8, 16, 32),
                  fc_channels: int = 1024, mask_channels: int = 256, num_mask_convs: int = 4, with_mask: bool = True,
                  sampling_ratio: int = 0, train_cfg: Optional[dict] = None, test_cfg: Optional[dict] = None):
-        positive_int('roi_head.num_classes', num_classes)
-        train = merged_options('roi_head.train_cfg', train_cfg, dict(
+        positive_int('StandardRoIHead', 'num_classes', num_classes)
+        train = merged_options('StandardRoIHead', 'train_cfg', train_cfg, dict(
             pos_iou_thr=0.5, neg_iou_thr=0.5, num=512, pos_fraction=0.25, bbox_reg_weights=(10., 10., 5., 5.)))
-        test = merged_options('roi_head.test_cfg', test_cfg, dict(score_thr=0.05, nms_iou=0.5, max_per_img=100))
+        test = merged_options('StandardRoIHead', 'test_cfg', test_cfg,
+                              dict(score_thr=0.05, nms_iou=0.5, max_per_img=100))
         kwargs = {}
         if with_mask:
             kwargs = dict(

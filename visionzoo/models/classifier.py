@@ -6,7 +6,7 @@ from mmengine.model import BaseModel
 
 from ..backbones import create_timm_model
 from ..registry import MODELS
-from ..utils.errors import ConfigError
+from ..utils.options import argument_error
 
 __all__ = ['ImageClassifier']
 
@@ -27,10 +27,13 @@ class ImageClassifier(BaseModel):
     def __init__(self, backbone: Union[dict, str], head: dict, data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
-        backbone = dict(model_name=backbone) if isinstance(backbone, str) else dict(backbone)
+        given = backbone
+        backbone = dict(model_name=backbone) if isinstance(backbone, str) else dict(backbone or {})
         if 'model_name' not in backbone:
-            raise ConfigError("model.backbone: expected dict(model_name='<timm model name>', ...)")
-        self.backbone = create_timm_model(backbone.pop('model_name'), num_classes=0, **backbone)
+            raise argument_error('ImageClassifier', 'backbone', given,
+                                 "expected a timm model name or dict(model_name='<timm model name>', ...)")
+        self.backbone = create_timm_model(backbone.pop('model_name'), num_classes=0, owner='ImageClassifier',
+                                          arg_prefix='backbone.', **backbone)
         head = dict(head)
         # timm models with num_classes=0 return pre-logits of width head_hidden_size (num_features unless the
         # model has a conv/MLP head before its classifier, as MobileNetV3 and EfficientViT-M do)

@@ -5,7 +5,7 @@ import torch
 from mmengine.model import BaseDataPreprocessor
 
 from ..registry import MODELS
-from ..utils.errors import ConfigError
+from ..utils.errors import ArgumentError
 from ..utils.options import positive_int
 
 __all__ = ['DetDataPreprocessor']
@@ -26,9 +26,9 @@ class DetDataPreprocessor(BaseDataPreprocessor):
                  non_blocking: bool = False):
         super().__init__(non_blocking)
         if len(mean) != 3 or len(std) != 3 or any(s <= 0 for s in std):
-            raise ConfigError(f'data_preprocessor: expected 3 mean values and 3 positive std values, got mean={mean}, '
-                              f'std={std}')
-        positive_int('data_preprocessor.pad_size_divisor', pad_size_divisor)
+            raise ArgumentError(f'DetDataPreprocessor(mean={mean!r}, std={std!r}): expected 3 mean values and 3 '
+                                f'positive std values')
+        positive_int('DetDataPreprocessor', 'pad_size_divisor', pad_size_divisor)
         self.register_buffer('mean', torch.tensor(mean, dtype=torch.float32).view(3, 1, 1), persistent=False)
         self.register_buffer('std', torch.tensor(std, dtype=torch.float32).view(3, 1, 1), persistent=False)
         self.pad_size_divisor = pad_size_divisor

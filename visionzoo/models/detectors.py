@@ -14,13 +14,10 @@ modules; the defaults are mmdet's 1x settings. Differences to mmdet that remain 
 - Mask R-CNN: mask targets are cut from the gt masks with ``roi_align(aligned=False)`` (torchvision);
   RoI features use ``aligned=True`` as mmdet.
 """
-import math
-import warnings
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence
 
 import torch
-from mmengine.logging import MessageHub
 from mmengine.model import BaseModel
 from torchvision.models.detection import FCOS as _TVFCOS
 from torchvision.models.detection import RetinaNet as _TVRetinaNet
@@ -30,8 +27,8 @@ from torchvision.models.detection.roi_heads import paste_masks_in_image
 from torchvision.models.detection.rpn import RegionProposalNetwork
 
 from ..registry import MODELS
-from ..utils.errors import ConfigError, NonFiniteLossError
-from ..utils.options import merged_options
+from ..utils.errors import ArgumentError
+from ..utils.options import argument_error, merged_options
 
 __all__ = ['BaseDetector', 'RetinaNet', 'FCOS', 'MaskRCNN']
 
@@ -39,23 +36,21 @@ _DENSE_TEST = dict(nms_pre=1000, score_thr=0.05, nms_iou=0.5, max_per_img=100)
 
 
 class BaseDetector(BaseModel):
-    """Backbone + optional neck, the ``forward(mode=...)`` switch, and a training step that refuses NaN/inf losses.
+    """Backbone + optional neck and the ``forward(mode=...)`` switch.
+
+    Training uses mmengine's ``train_step``; NaN/inf losses are refused by the optimizer wrapper the tools use
+    (``optim_wrapper.nonfinite_loss``, :mod:`visionzoo.engine.optim`), for every model type and under DDP.
 
     Args:
         backbone: backbone config (e.g. ``dict(type='TimmBackbone', model_name='van_b0', out_indices=(1, 2, 3))``).
         neck: neck config; ``in_channels`` defaults to the backbone's ``out_channels``.
         data_preprocessor: defaults to ``DetDataPreprocessor`` with ImageNet mean/std and padding to 32.
-        nonfinite_loss: ``'stop'`` raises :class:`NonFiniteLossError` naming the iteration and the loss terms before
-            the optimizer step; ``'skip'`` warns and skips that step.
     """
 
     def __init__(self, backbone: dict, neck: Optional[dict] = None, data_preprocessor: Optional[dict] = None,
-                 nonfinite_loss: str = 'stop', init_cfg: Optional[dict] = None):
+                 init_cfg: Optional[dict] = None):
         preprocessor = MODELS.build(data_preprocessor or dict(type='DetDataPreprocessor'))
         super().__init__(data_preprocessor=preprocessor, init_cfg=init_cfg)
-        if nonfinite_loss not in ('stop', 'skip'):
-            raise ConfigError(f"model.nonfinite_loss: expected 'stop' or 'skip', got {nonfinite_loss!r}")
-        self.nonfinite_loss = nonfinite_loss
         self.backbone = MODELS.build(backbone)
         self.neck = None
         if neck is not None:
@@ -81,40 +76,26 @@ class BaseDetector(BaseModel):
             return self._forward(inputs)
         raise ValueError(f"mode: expected 'loss', 'predict' or 'tensor', got {mode!r}")
 
-    def train_step(self, data, optim_wrapper) -> Dict[str, torch.Tensor]:
-        """mmengine's training step, with a finiteness check between the loss and the optimizer step."""
-        with optim_wrapper.optim_context(self):
-            data = self.data_preprocessor(data, True)
-            losses = self._run_forward(data, mode='loss')
-        parsed, log_vars = self.parse_losses(losses)
-        if not all(math.isfinite(float(v.detach())) for v in log_vars.values()):
-            hub = MessageHub.get_current_instance()
-            where = f'iteration {int(hub.get_info("iter", 0)) + 1} (epoch {int(hub.get_info("epoch", 0)) + 1})'
-            terms = ', '.join(f'{k}={float(v.detach()):.4g}' for k, v in log_vars.items() if k != 'loss')
-            if self.nonfinite_loss == 'stop':
-                raise NonFiniteLossError(
-                    f'non-finite loss at {where}: {terms}; stopped before the optimizer step (the weights and saved '
-                    f"checkpoints are finite). Lower the learning rate, or set model.nonfinite_loss='skip'")
-            warnings.warn(f'non-finite loss at {where}: {terms}; skipping this optimizer step')
-            optim_wrapper.zero_grad()
-            return log_vars
-        optim_wrapper.update_params(parsed)
-        return log_vars
-
     # ------------------------------------------------------------------ contract helpers
     @staticmethod
     def _image_list(inputs: torch.Tensor, samples: Sequence[dict]) -> ImageList:
         return ImageList(inputs, [tuple(int(v) for v in s['img_shape']) for s in samples])
 
-    @staticmethod
-    def _targets(samples: Sequence[dict], label_offset: int = 0, masks: bool = False) -> List[dict]:
+    def _check_strides(self, head_arg: str, head, image_list: ImageList, feats: Sequence[torch.Tensor]) -> None:
+        """Refuse feature maps at other strides (or in another number) than ``head``'s anchors, naming this detector
+        and the head's strides argument: ``RetinaNet(bbox_head.anchor_generator.strides=[8, ...]): ...``."""
+        head.anchor_generator.check_strides(image_list.tensors.shape[-2:], [f.shape[-2:] for f in feats],
+                                            owner=type(self).__name__, arg=f'{head_arg}.{head.strides_arg}')
+
+    def _targets(self, samples: Sequence[dict], label_offset: int = 0, masks: bool = False) -> List[dict]:
         targets = []
         for s in samples:
             t = dict(boxes=s['gt_bboxes'].float(), labels=s['gt_labels'].long() + label_offset)
             if masks:
                 if 'gt_masks' not in s:
-                    raise ConfigError("the mask head needs gt_masks: use LoadAnnotations(with_mask=True) in the "
-                                      "training pipeline")
+                    raise argument_error(type(self).__name__, 'roi_head.with_mask', True,
+                                         'the mask head needs gt_masks in every data sample: load them with '
+                                         'LoadAnnotations(with_mask=True), or set with_mask=False')
                 t['masks'] = s['gt_masks']
             targets.append(t)
         return targets
@@ -161,7 +142,7 @@ class _DenseDetector(BaseDetector):
                  **kwargs):
         super().__init__(backbone, neck, **kwargs)
         self.bbox_head = MODELS.build(bbox_head)
-        test = merged_options('model.test_cfg', test_cfg, _DENSE_TEST)
+        test = merged_options(type(self).__name__, 'test_cfg', test_cfg, _DENSE_TEST)
         # the attribute names torchvision's methods read
         self.score_thresh = test['score_thr']
         self.nms_thresh = test['nms_iou']
@@ -182,6 +163,7 @@ class _DenseDetector(BaseDetector):
     def _run_head(self, inputs, samples):
         feats = self.extract_feat(inputs)
         image_list = self._image_list(inputs, samples)
+        self._check_strides('bbox_head', self.bbox_head, image_list, feats)
         return feats, image_list, self.bbox_head(feats), self.anchor_generator(image_list, feats)
 
     def _rename(self, losses: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -213,7 +195,7 @@ class RetinaNet(_DenseDetector):
     def __init__(self, backbone: dict, neck: Optional[dict], bbox_head: dict, train_cfg: Optional[dict] = None,
                  test_cfg: Optional[dict] = None, **kwargs):
         super().__init__(backbone, neck, bbox_head, test_cfg, **kwargs)
-        train = merged_options('model.train_cfg', train_cfg, dict(pos_iou_thr=0.5, neg_iou_thr=0.4))
+        train = merged_options(type(self).__name__, 'train_cfg', train_cfg, dict(pos_iou_thr=0.5, neg_iou_thr=0.4))
         self.proposal_matcher = det_utils.Matcher(train['pos_iou_thr'], train['neg_iou_thr'],
                                                   allow_low_quality_matches=True)
         self.box_coder = det_utils.BoxCoder(weights=(1.0, 1.0, 1.0, 1.0))
@@ -239,7 +221,7 @@ class FCOS(_DenseDetector):
     def __init__(self, backbone: dict, neck: Optional[dict], bbox_head: dict, train_cfg: Optional[dict] = None,
                  test_cfg: Optional[dict] = None, **kwargs):
         super().__init__(backbone, neck, bbox_head, test_cfg, **kwargs)
-        train = merged_options('model.train_cfg', train_cfg, dict(center_sampling_radius=1.5))
+        train = merged_options(type(self).__name__, 'train_cfg', train_cfg, dict(center_sampling_radius=1.5))
         self.center_sampling_radius = train['center_sampling_radius']
         self.box_coder = det_utils.BoxLinearCoder(normalize_by_size=True)
 
@@ -264,18 +246,20 @@ class MaskRCNN(BaseDetector):
     def __init__(self, backbone: dict, neck: Optional[dict], rpn_head: dict, roi_head: dict,
                  train_cfg: Optional[dict] = None, test_cfg: Optional[dict] = None, **kwargs):
         super().__init__(backbone, neck, **kwargs)
-        train_cfg, test_cfg = dict(train_cfg or {}), dict(test_cfg or {})
-        rpn_train = merged_options('model.train_cfg.rpn', train_cfg.pop('rpn', None),
+        name = type(self).__name__
+        train_cfg = dict(merged_options(name, 'train_cfg', train_cfg, dict(rpn=None, rpn_proposal=None)))
+        test_cfg = dict(merged_options(name, 'test_cfg', test_cfg, dict(rpn=None, mask_thr_binary=0.5)))
+        rpn_train = merged_options(name, 'train_cfg.rpn', train_cfg['rpn'],
                                    dict(pos_iou_thr=0.7, neg_iou_thr=0.3, num=256, pos_fraction=0.5))
-        rpn_prop = merged_options('model.train_cfg.rpn_proposal', train_cfg.pop('rpn_proposal', None),
+        rpn_prop = merged_options(name, 'train_cfg.rpn_proposal', train_cfg['rpn_proposal'],
                                   dict(nms_pre=2000, max_per_img=1000, nms_iou=0.7))
-        rpn_test = merged_options('model.test_cfg.rpn', test_cfg.pop('rpn', None),
+        rpn_test = merged_options(name, 'test_cfg.rpn', test_cfg['rpn'],
                                   dict(nms_pre=1000, max_per_img=1000, nms_iou=0.7))
-        merged_options('model.train_cfg', train_cfg, {})
-        self.mask_thr_binary = merged_options('model.test_cfg', test_cfg, dict(mask_thr_binary=0.5))['mask_thr_binary']
+        self.mask_thr_binary = test_cfg['mask_thr_binary']
         if rpn_prop['nms_iou'] != rpn_test['nms_iou']:
-            raise ConfigError('model.train_cfg.rpn_proposal.nms_iou and model.test_cfg.rpn.nms_iou must be equal '
-                              '(one RPN NMS threshold)')
+            raise ArgumentError(f"{name}(train_cfg.rpn_proposal.nms_iou={rpn_prop['nms_iou']!r}, "
+                                f"test_cfg.rpn.nms_iou={rpn_test['nms_iou']!r}): must be equal (one RPN NMS "
+                                f"threshold)")
         head = MODELS.build(rpn_head)
         self.rpn = RegionProposalNetwork(
             head.anchor_generator, head, rpn_train['pos_iou_thr'], rpn_train['neg_iou_thr'], rpn_train['num'],
@@ -296,6 +280,7 @@ class MaskRCNN(BaseDetector):
     def loss(self, inputs: torch.Tensor, data_samples: List[dict]) -> Dict[str, torch.Tensor]:
         feats = self._features(inputs)
         image_list = self._image_list(inputs, data_samples)
+        self._check_strides('rpn_head', self.rpn.head, image_list, list(feats.values()))
         targets = self._targets(data_samples, label_offset=1, masks=self.with_mask)
         proposals, rpn_losses = self.rpn(image_list, feats, targets)
         _, roi_losses = self.roi_head(feats, proposals, image_list.image_sizes, targets)
@@ -306,6 +291,7 @@ class MaskRCNN(BaseDetector):
     def predict(self, inputs: torch.Tensor, data_samples: List[dict]) -> List[dict]:
         feats = self._features(inputs)
         image_list = self._image_list(inputs, data_samples)
+        self._check_strides('rpn_head', self.rpn.head, image_list, list(feats.values()))
         proposals, _ = self.rpn(image_list, feats)
         dets, _ = self.roi_head(feats, proposals, image_list.image_sizes)
         return self._pack(dets, data_samples, label_offset=1, mask_thr=self.mask_thr_binary)

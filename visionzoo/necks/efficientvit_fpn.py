@@ -11,8 +11,9 @@ import torch
 import torch.nn as nn
 
 from ..registry import MODELS
-from ..utils.errors import ConfigError
-from .fpn import ActCfg, FPNBase, NormCfg, xavier_init
+from ..layers.norm_act import ActCfg, NormCfg
+from ..utils.errors import ArgumentError
+from .fpn import FPNBase, xavier_init
 
 __all__ = ['EfficientViTFPN']
 
@@ -50,8 +51,8 @@ class EfficientViTFPN(FPNBase):
                  act: ActCfg = None, upsample_mode: str = 'nearest'):
         if isinstance(num_extra_trans_convs, bool) or not isinstance(num_extra_trans_convs, int) \
                 or num_extra_trans_convs < 0:
-            raise ConfigError(f'EfficientViTFPN.num_extra_trans_convs: expected an int >= 0, '
-                              f'got {num_extra_trans_convs!r}')
+            raise ArgumentError(f'EfficientViTFPN(num_extra_trans_convs={num_extra_trans_convs!r}): expected an '
+                                f'int >= 0')
         super().__init__(in_channels, out_channels, num_outs, start_level=start_level, end_level=end_level,
                          add_extra_convs=add_extra_convs, relu_before_extra_convs=relu_before_extra_convs,
                          no_norm_on_lateral=no_norm_on_lateral, norm=norm, act=act, upsample_mode=upsample_mode,

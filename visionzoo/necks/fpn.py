@@ -7,80 +7,21 @@ Module and parameter names follow mmdet's necks built from mmcv's ``ConvModule``
 ``fpn_convs.{i}.conv``, a norm as ``.bn`` / ``.gn``), so the ``neck.`` part of an mmdet detector checkpoint loads
 with ``load_state_dict(strict=True)`` and no key conversion.
 """
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import LayerNorm2d
 
 from ..layers.fuse import fold_bn_into
+from ..layers.norm_act import ActCfg, NormCfg, build_act, build_norm, norm_abbr
 from ..registry import MODELS
-from ..utils.errors import ConfigError
+from ..utils.errors import ArgumentError
 
-__all__ = ['LAYER_TYPES', 'build_norm', 'build_act', 'xavier_init', 'ConvNormAct', 'FPNBase', 'FPN', 'PAFPN']
+__all__ = ['xavier_init', 'ConvNormAct', 'FPNBase', 'FPN', 'PAFPN']
 
-NormCfg = Optional[Union[str, dict]]
-ActCfg = Optional[Union[str, dict]]
-
-# norm type -> (attribute name as mmcv's ConvModule names it, class)
-_NORMS = {'BN': ('bn', nn.BatchNorm2d), 'SyncBN': ('bn', nn.SyncBatchNorm), 'GN': ('gn', nn.GroupNorm),
-          'LN': ('ln', LayerNorm2d)}
-_ACTS = {'ReLU': nn.ReLU, 'LeakyReLU': nn.LeakyReLU, 'SiLU': nn.SiLU, 'GELU': nn.GELU, 'Hardswish': nn.Hardswish}
-# the norm and activation names configs may give as dict(type=...); not registry types (tools' type checks allow them)
-LAYER_TYPES = frozenset(_NORMS) | frozenset(_ACTS)
 _EXTRA_SOURCES = ('on_input', 'on_lateral', 'on_output')
 _UPSAMPLE_MODES = ('nearest', 'nearest-exact', 'bilinear', 'bicubic')
-
-
-def _type_and_kwargs(cfg: Union[str, dict], arg: str) -> Tuple[object, dict]:
-    if isinstance(cfg, str):
-        return cfg, {}
-    if isinstance(cfg, dict):
-        kwargs = dict(cfg)
-        return kwargs.pop('type', None), kwargs
-    raise ConfigError(f"{arg}: expected None, a type name or dict(type=..., ...), got {cfg!r}")
-
-
-def build_norm(norm: NormCfg, channels: int, arg: str = 'norm') -> Tuple[Optional[str], Optional[nn.Module]]:
-    """``(attribute name, layer)`` for a norm config (``'BN'``, ``dict(type='GN', num_groups=32)``, ...) or None.
-
-    ``'GN'`` alone means 32 groups (mmdet's usual choice); ``'LN'`` normalises over channels of an NCHW map (mmcv's
-    ``LN`` would normalise over the last axis, the width). ``requires_grad=False`` in a dict freezes the affine.
-    """
-    if norm is None:
-        return None, None
-    kind, kwargs = _type_and_kwargs(norm, arg)
-    if kind not in _NORMS:
-        raise ConfigError(f'{arg}: expected None or one of {sorted(_NORMS)} (a name or dict(type=...)), got {norm!r}')
-    name, cls = _NORMS[kind]
-    requires_grad = kwargs.pop('requires_grad', True)
-    try:
-        if kind == 'GN':
-            groups = kwargs.pop('num_groups', 32)
-            if not isinstance(groups, int) or groups < 1 or channels % groups:
-                raise ConfigError(f'{arg}: GroupNorm num_groups must divide the {channels} channels, got {groups!r}')
-            layer = cls(groups, channels, **kwargs)
-        else:
-            layer = cls(channels, **kwargs)
-    except TypeError as e:
-        raise ConfigError(f'{arg}: bad options for {kind} in {norm!r}: {e}') from e
-    for p in layer.parameters():
-        p.requires_grad_(requires_grad)
-    return name, layer
-
-
-def build_act(act: ActCfg, arg: str = 'act') -> Optional[nn.Module]:
-    """An activation from ``'ReLU'`` / ``dict(type='LeakyReLU', negative_slope=0.1)`` / None."""
-    if act is None:
-        return None
-    kind, kwargs = _type_and_kwargs(act, arg)
-    if kind not in _ACTS:
-        raise ConfigError(f'{arg}: expected None or one of {sorted(_ACTS)} (a name or dict(type=...)), got {act!r}')
-    try:
-        return _ACTS[kind](**kwargs)
-    except TypeError as e:
-        raise ConfigError(f'{arg}: bad options for {kind} in {act!r}: {e}') from e
 
 
 def xavier_init(module: nn.Module) -> None:
@@ -101,15 +42,16 @@ class ConvNormAct(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
-                 norm: NormCfg = None, act: ActCfg = None, transposed: bool = False, cfg_prefix: str = ''):
+                 norm: NormCfg = None, act: ActCfg = None, transposed: bool = False, owner: str = 'ConvNormAct'):
         super().__init__()
-        self.norm_name, norm_layer = build_norm(norm, out_channels, arg=cfg_prefix + 'norm')
+        norm_layer = build_norm(norm, out_channels, owner=owner, arg='norm')
+        self.norm_name = None if norm_layer is None else norm_abbr(norm_layer)
         conv = nn.ConvTranspose2d if transposed else nn.Conv2d
         self.conv = conv(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
                          bias=norm_layer is None)
         if norm_layer is not None:
             self.add_module(self.norm_name, norm_layer)
-        self.activate = build_act(act, arg=cfg_prefix + 'act')
+        self.activate = build_act(act, owner=owner, arg='act')
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
@@ -145,38 +87,38 @@ class FPNBase(nn.Module):
         name = type(self).__name__
         if (not isinstance(in_channels, (list, tuple)) or not in_channels
                 or not all(isinstance(c, int) and c > 0 for c in in_channels)):
-            raise ConfigError(f'{name}.in_channels: expected a non-empty list of positive ints (the channels of '
-                              f'each input map), got {in_channels!r}')
+            raise ArgumentError(f'{name}(in_channels={in_channels!r}): expected a non-empty list of positive ints '
+                                f'(the channels of each input map)')
         if not isinstance(out_channels, int) or out_channels < 1:
-            raise ConfigError(f'{name}.out_channels: expected a positive int, got {out_channels!r}')
+            raise ArgumentError(f'{name}(out_channels={out_channels!r}): expected a positive int')
         num_ins = len(in_channels)
         if not isinstance(start_level, int) or not 0 <= start_level < num_ins:
-            raise ConfigError(f'{name}.start_level: expected an input index from 0 to {num_ins - 1}, '
-                              f'got {start_level!r}')
+            raise ArgumentError(f'{name}(start_level={start_level!r}): expected an input index from 0 to '
+                                f'{num_ins - 1}')
         if end_level in (-1, num_ins - 1):
             self.backbone_end_level = num_ins
         elif isinstance(end_level, int) and start_level <= end_level < num_ins:
             self.backbone_end_level = end_level + 1  # inclusive, as mmdet 3.x
         else:
-            raise ConfigError(f'{name}.end_level: expected -1 (the last input) or an input index from start_level='
-                              f'{start_level} to {num_ins - 1} (inclusive), got {end_level!r}')
+            raise ArgumentError(f'{name}(end_level={end_level!r}): expected -1 (the last input) or an input index '
+                                f'from start_level={start_level} to {num_ins - 1} (inclusive)')
         used = self.backbone_end_level - start_level
         if not isinstance(num_outs, int):
-            raise ConfigError(f'{name}.num_outs: expected an int, got {num_outs!r}')
+            raise ArgumentError(f'{name}(num_outs={num_outs!r}): expected an int')
         fine = f' plus {num_fine_levels} finer levels' if num_fine_levels else ''
         if self.backbone_end_level < num_ins and num_outs != used + num_fine_levels:
-            raise ConfigError(f'{name}.num_outs: end_level={end_level} is not the last input, so no extra level '
-                              f'is possible: expected {used + num_fine_levels} ({used} inputs{fine}), got {num_outs}')
+            raise ArgumentError(f'{name}(num_outs={num_outs}): end_level={end_level} is not the last input, so no '
+                                f'extra level is possible: expected {used + num_fine_levels} ({used} inputs{fine})')
         if num_outs < used + num_fine_levels:
-            raise ConfigError(f'{name}.num_outs: expected at least {used + num_fine_levels} (inputs {start_level}..'
-                              f'{self.backbone_end_level - 1}{fine}), got {num_outs}')
+            raise ArgumentError(f'{name}(num_outs={num_outs}): expected at least {used + num_fine_levels} (inputs '
+                                f'{start_level}..{self.backbone_end_level - 1}{fine})')
         if add_extra_convs is True:
             add_extra_convs = 'on_input'
         if add_extra_convs is not False and add_extra_convs not in _EXTRA_SOURCES:
-            raise ConfigError(f'{name}.add_extra_convs: expected False, True (= on_input) or one of '
-                              f'{_EXTRA_SOURCES}, got {add_extra_convs!r}')
+            raise ArgumentError(f'{name}(add_extra_convs={add_extra_convs!r}): expected False, True (= on_input) or '
+                                f'one of {_EXTRA_SOURCES}')
         if upsample_mode not in _UPSAMPLE_MODES:
-            raise ConfigError(f'{name}.upsample_mode: expected one of {_UPSAMPLE_MODES}, got {upsample_mode!r}')
+            raise ArgumentError(f'{name}(upsample_mode={upsample_mode!r}): expected one of {_UPSAMPLE_MODES}')
         self.in_channels = list(in_channels)
         self.out_channels = out_channels
         self.num_outs = num_outs
@@ -202,17 +144,17 @@ class FPNBase(nn.Module):
         """A conv to ``out_channels`` with the neck's norm and activation ('same' padding unless transposed)."""
         return ConvNormAct(in_channels, self.out_channels, kernel_size, stride=stride,
                            padding=0 if transposed else kernel_size // 2, norm=self.norm if with_norm else None,
-                           act=self.act, transposed=transposed, cfg_prefix=type(self).__name__ + '.')
+                           act=self.act, transposed=transposed, owner=type(self).__name__)
 
     def _check_inputs(self, inputs: Sequence[torch.Tensor]) -> None:
         name = type(self).__name__
         if len(inputs) != len(self.in_channels):
-            raise ConfigError(f'{name}.in_channels: built for {len(self.in_channels)} input maps '
-                              f'(in_channels={self.in_channels}), got {len(inputs)} maps')
+            raise ArgumentError(f'{name}(in_channels={self.in_channels}): built for {len(self.in_channels)} input '
+                                f'maps, got {len(inputs)} maps')
         channels = [x.shape[1] if x.dim() == 4 else None for x in inputs]
         if channels != self.in_channels:
-            raise ConfigError(f'{name}.in_channels: expected NCHW maps with channels {self.in_channels}, got maps of '
-                              f'shapes {[tuple(x.shape) for x in inputs]}')
+            raise ArgumentError(f'{name}(in_channels={self.in_channels}): expected NCHW maps with these channels, '
+                                f'got maps of shapes {[tuple(x.shape) for x in inputs]}')
 
     def _upsample(self, x: torch.Tensor, size: torch.Size) -> torch.Tensor:
         if self.upsample_mode in ('bilinear', 'bicubic'):

@@ -7,28 +7,25 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import LayerNorm2d
 
+from ..layers.norm_act import NormCfg, build_norm
 from ..registry import MODELS
+from ..utils.errors import ArgumentError
 
 __all__ = ['SimpleFeaturePyramid']
 
 _SCALES = (4.0, 2.0, 1.0, 0.5)
 
 
-def _norm(kind: Optional[str], channels: int) -> nn.Module:
-    if kind is None:
-        return nn.Identity()
-    if kind == 'LN':
-        return LayerNorm2d(channels)
-    if kind == 'BN':
-        return nn.BatchNorm2d(channels)
-    if kind == 'SyncBN':
-        return nn.SyncBatchNorm(channels)
-    raise ValueError(f"norm must be 'LN', 'BN', 'SyncBN' or None, got {kind!r}")
+_NORMS = ('LN', 'BN', 'SyncBN')
 
 
-def _rescale(scale: float, channels: int, norm: Optional[str]) -> Tuple[nn.Module, int]:
+def _norm(cfg: NormCfg, channels: int) -> nn.Module:
+    layer = build_norm(cfg, channels, owner='SimpleFeaturePyramid', arg='norm', allowed=_NORMS)
+    return nn.Identity() if layer is None else layer
+
+
+def _rescale(scale: float, channels: int, norm: NormCfg) -> Tuple[nn.Module, int]:
     """Up-/down-sampling of one pyramid level (ViTDet): 2x2 transposed convs up, 2x2 max pooling down."""
     if scale == 4.0:
         return nn.Sequential(nn.ConvTranspose2d(channels, channels // 2, 2, stride=2), _norm(norm, channels // 2),
@@ -39,7 +36,7 @@ def _rescale(scale: float, channels: int, norm: Optional[str]) -> Tuple[nn.Modul
         return nn.Identity(), channels
     if scale == 0.5:
         return nn.MaxPool2d(2, stride=2), channels
-    raise ValueError(f'scale_factors: each must be one of {_SCALES}, got {scale}')
+    raise ArgumentError(f'SimpleFeaturePyramid(scale_factors=[..., {scale!r}, ...]): each must be one of {_SCALES}')
 
 
 @MODELS.register_module()
@@ -55,23 +52,32 @@ class SimpleFeaturePyramid(nn.Module):
         in_channels: channels of the backbone map(s).
         out_channels: channels of every output level.
         scale_factors: resampling per level relative to the input (4: stride 16 -> 4, 0.5: 16 -> 32).
-        norm: ``'LN'`` (ViTDet), ``'BN'``, ``'SyncBN'`` or None (then the convs have a bias).
+        norm: ``'LN'`` (ViTDet), ``'BN'``, ``'SyncBN'``, a dict with ``type`` and options (e.g.
+            ``dict(type='LN', eps=1e-5)``; see :mod:`visionzoo.layers.norm_act`) or None (then the convs have a
+            bias).
         num_outs: total outputs; levels beyond ``len(scale_factors)`` come from max pooling (kernel 1,
             stride 2) of the last one, as ViTDet's top block (P6 for Mask R-CNN / RetinaNet).
     """
 
     def __init__(self, in_channels: Union[int, Sequence[int]], out_channels: int = 256,
-                 scale_factors: Sequence[float] = _SCALES, norm: Optional[str] = 'LN',
+                 scale_factors: Sequence[float] = _SCALES, norm: NormCfg = 'LN',
                  num_outs: Optional[int] = None):
         super().__init__()
         channels = in_channels if isinstance(in_channels, int) else list(in_channels)
         if not isinstance(channels, int) and len(set(channels)) != 1:
-            raise ValueError(f'in_channels: the inputs of a simple feature pyramid share one width, got {channels}')
+            raise ArgumentError(f'SimpleFeaturePyramid(in_channels={channels}): the inputs of a simple feature '
+                                f'pyramid share one width')
         channels = channels if isinstance(channels, int) else channels[0]
+        if not isinstance(scale_factors, (list, tuple)) or not scale_factors or any(
+                isinstance(s, bool) or not isinstance(s, (int, float)) or s not in _SCALES for s in scale_factors):
+            raise ArgumentError(f'SimpleFeaturePyramid(scale_factors={scale_factors!r}): expected a non-empty list '
+                                f'of values from {_SCALES}')
+        self.scale_factors = tuple(float(s) for s in scale_factors)
         self.num_levels = len(scale_factors)
         self.num_outs = self.num_levels if num_outs is None else int(num_outs)
         if self.num_outs < self.num_levels:
-            raise ValueError(f'num_outs must be at least len(scale_factors)={self.num_levels}, got {num_outs}')
+            raise ArgumentError(f'SimpleFeaturePyramid(num_outs={num_outs!r}): expected at least '
+                                f'len(scale_factors)={self.num_levels}')
         self.rescale = nn.ModuleList()
         self.lateral = nn.ModuleList()
         self.output = nn.ModuleList()
@@ -88,8 +94,8 @@ class SimpleFeaturePyramid(nn.Module):
         if len(inputs) == 1:
             inputs = inputs * self.num_levels
         elif len(inputs) != self.num_levels:
-            raise ValueError(f'SimpleFeaturePyramid takes one map or {self.num_levels} maps (one per level), '
-                             f'got {len(inputs)}')
+            raise ArgumentError(f'SimpleFeaturePyramid(scale_factors={self.scale_factors}): takes one map or '
+                                f'{self.num_levels} maps (one per level), got {len(inputs)}')
         outs = [out(lat(op(x))) for x, op, lat, out in zip(inputs, self.rescale, self.lateral, self.output)]
         while len(outs) < self.num_outs:
             outs.append(F.max_pool2d(outs[-1], kernel_size=1, stride=2))

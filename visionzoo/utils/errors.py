@@ -24,3 +24,12 @@ class CheckpointError(VisionzooError, ValueError):
 
 class NonFiniteLossError(VisionzooError, FloatingPointError):
     """A training loss became NaN or infinite; raised before the optimizer step, so the weights stay finite."""
+
+
+class ArgumentError(VisionzooError, ValueError):
+    """A model, layer or op was given an argument it cannot use.
+
+    Raised by model code (backbones, necks, heads, detectors), which knows nothing of configs: the message starts
+    with the class and the argument, ``FCOSHead(num_classes=0): expected a positive int``. When the module was
+    built from a config, the engine prefixes the config path (``model.bbox_head``) when it reports the error.
+    """
