@@ -4,8 +4,8 @@ from setuptools import find_packages, setup
 setup(
     name='visionzoo',
     version='0.1.0',
-    description='Efficient vision backbones (ViM, MambaOut, EfficientViT, SHViT, BiFormer, VAN, SLAB, NAT) '
-                'for timm, with config-driven classification, detection and segmentation.',
+    description='Efficient vision backbones (ViM, MambaOut, EfficientViT, SHViT, BiFormer, VAN, SLAB) '
+                'for timm, with config-driven classification and detection.',
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',
     python_requires='>=3.9',

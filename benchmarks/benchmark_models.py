@@ -2,9 +2,10 @@
 
 Usage::
 
-    python tools/benchmark_models.py                           # default models and the three paper comparisons
-    python tools/benchmark_models.py --models efficientvit_m5 van_b0 --batch 16 --threads 1 --repeats 5
-    python tools/benchmark_models.py --no-pairs                # fusion table only
+    python benchmarks/benchmark_models.py                      # default models and the three paper comparisons
+    python benchmarks/benchmark_models.py --models efficientvit_m5 van_b0 --batch 16 --threads 1 --repeats 5
+    python benchmarks/benchmark_models.py --no-pairs           # fusion table only
+    python benchmarks/benchmark_models.py --models efficientvit_m0 --no-pairs --batch 1 --repeats 1 --no-memory
 
 Two tables, every number measured in this run:
 
@@ -15,7 +16,7 @@ Two tables, every number measured in this run:
   vs ``mobilevit_xxs`` (paper: 3.7x), SHViT-S4 vs ``mobilevitv2_100`` at 256x256 (paper: 8.1x). The ratio is our
   throughput over the rival's, for our model unfused and fused; the papers' numbers come from their own CPUs.
 
-Times come from one fresh subprocess per row (``benchmark_ops.run_worker``) that builds every model of the row and
+Times come from one fresh subprocess per row (``_common.run_worker``) that builds every model of the row and
 interleaves their forward passes (a warm-up round, then ``--repeats`` rounds; the best pass of each counts), so
 that the machine's slow stretches hit all of them alike: on a shared 2-core VM, separate processes timed minutes
 apart disagree by 30% or more. Peak memory is the growth of the peak resident set over one forward pass, each
@@ -24,18 +25,10 @@ made non-trivial first (fusion does the same work either way). Run it on an idle
 competing for the cores changes CPU timings by 2x or more.
 """
 import argparse
-import json
-import os
-import sys
-import time
 
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
-
-from benchmark_ops import peak_memory, run_worker  # noqa: E402  (tools/ is on sys.path when this script runs)
+from _common import Table, emit, peak_memory, ratio, run_worker, scaled, time_interleaved
 
 DEFAULT_MODELS = ('efficientvit_m2', 'efficientvit_m5', 'shvit_s4', 'mambaout_femto', 'van_b0', 'slab_deit_tiny',
                   'slab_swin_tiny', 'biformer_tiny', 'vim_tiny')
@@ -76,72 +69,60 @@ def worker(variants, size: int, batch: int, repeats: int, mode: str) -> dict:
     if mode == 'memory':
         (model,) = models.values()
         return {'peak_bytes': peak_memory(lambda: model(x), [], 'cpu', backward=False)}
-    best = {v: float('inf') for v in variants}
-    with torch.no_grad():
-        for round_ in range(repeats + 1):
-            for v, model in models.items():
-                start = time.perf_counter()
-                model(x)
-                if round_:  # round 0 warms up
-                    best[v] = min(best[v], time.perf_counter() - start)
-    return {v: batch / t for v, t in best.items()}
+    with torch.no_grad():  # one warm-up round, then ``repeats`` rounds
+        times = time_interleaved({v: (lambda model=model: model(x)) for v, model in models.items()}, repeats)
+    return {v: batch / min(t) for v, t in times.items()}
 
 
 def _run(variants, size, args, mode):
-    cmd = [sys.executable, os.path.abspath(__file__), '--worker', *variants, '--mode', mode, '--size', str(size),
-           '--batch', str(args.batch), '--repeats', str(args.repeats), '--threads', str(args.threads)]
-    return run_worker(cmd, f'{", ".join(variants)} at {size} ({mode})', fixed_mmap_threshold=mode == 'memory')
+    argv = ['--worker', *variants, '--mode', mode, '--size', size, '--batch', args.batch, '--repeats', args.repeats,
+            '--threads', args.threads]
+    return run_worker(__file__, argv, f'{", ".join(variants)} at {size} ({mode})', memory=mode == 'memory')
 
 
 def measure(names, size, args):
     """Images/s of each ``name:unfused`` / ``name:fused`` variant, timed interleaved in one process, and the peak
-    memory of each in a process of its own; None where a run failed."""
+    memory of each in a process of its own (skipped with ``--no-memory``); None where a run failed."""
     speed = _run(names, size, args, 'time')
     if speed is None:
         return None
     out = {}
     for v in names:
-        memory = _run([v], size, args, 'memory')
+        memory = None if args.no_memory else _run([v], size, args, 'memory')
         out[v] = dict(images_per_s=speed[v], peak_bytes=memory['peak_bytes'] if memory else None)
     return out
 
 
-def _fmt(value, spec):
-    return format(value, spec) if value is not None else '-'
-
-
-def _mb(r):
-    return f'{r["peak_bytes"] / 2**20:.0f}' if r['peak_bytes'] is not None else '-'
-
-
 def fusion_table(models, args):
     print(f'\n## fusion: images/s and peak MB of one forward pass, batch {args.batch}')
-    print(f'{"model":>18} {"size":>5} {"unfused img/s":>14} {"fused img/s":>12} {"fused/unfused":>14} '
-          f'{"unfused MB":>11} {"fused MB":>9}')
+    table = Table([('model', 18), ('size', 5), ('unfused img/s', 14, '.1f'), ('fused img/s', 12, '.1f'),
+                   ('fused/unfused', 14), ('unfused MB', 11, '.0f'), ('fused MB', 9, '.0f')], sep=' ')
+    table.header()
     for name in models:
         size = default_size(name)
         r = measure([f'{name}:unfused', f'{name}:fused'], size, args)
         if r is None:
-            print(f'{name:>18} {size:>5} {"failed":>14}')
+            table.row(name, size, 'failed')
             continue
         plain, fused = r[f'{name}:unfused'], r[f'{name}:fused']
-        print(f'{name:>18} {size:>5} {plain["images_per_s"]:>14.1f} {fused["images_per_s"]:>12.1f} '
-              f'{fused["images_per_s"] / plain["images_per_s"]:>13.2f}x {_mb(plain):>11} {_mb(fused):>9}')
+        table.row(name, size, plain['images_per_s'], fused['images_per_s'],
+                  ratio(fused['images_per_s'], plain['images_per_s']), scaled(plain['peak_bytes'], 2**-20),
+                  scaled(fused['peak_bytes'], 2**-20))
 
 
 def pairs_table(args):
     print(f'\n## papers\' CPU comparisons: our throughput / the rival\'s, batch {args.batch}')
-    print(f'{"ours":>16} {"rival":>22} {"size":>5} {"ours img/s":>11} {"fused img/s":>12} {"rival img/s":>12} '
-          f'{"ratio":>7} {"fused ratio":>12} {"paper":>6}')
+    table = Table([('ours', 16), ('rival', 22), ('size', 5), ('ours img/s', 11, '.1f'), ('fused img/s', 12, '.1f'),
+                   ('rival img/s', 12, '.1f'), ('ratio', 7), ('fused ratio', 12), ('paper', 6)], sep=' ')
+    table.header()
     for ours, rival, size, paper in PAIRS:
         r = measure([f'{ours}:unfused', f'{ours}:fused', f'{rival}:unfused'], size, args)
         if r is None:
-            print(f'{ours:>16} {rival:>22} {size:>5} {"failed":>11}')
+            table.row(ours, rival, size, 'failed')
             continue
         plain, fused = r[f'{ours}:unfused']['images_per_s'], r[f'{ours}:fused']['images_per_s']
         base = r[f'{rival}:unfused']['images_per_s']
-        print(f'{ours:>16} {rival:>22} {size:>5} {plain:>11.1f} {fused:>12.1f} {base:>12.1f} {plain / base:>6.2f}x '
-              f'{fused / base:>11.2f}x {paper:>5.2f}x')
+        table.row(ours, rival, size, plain, fused, base, ratio(plain, base), ratio(fused, base), f'{paper:.2f}x')
 
 
 def main(argv=None):
@@ -151,13 +132,16 @@ def main(argv=None):
     parser.add_argument('--threads', type=int, default=1, help='torch CPU threads (default 1)')
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--no-pairs', action='store_true', help='skip the papers\' comparisons')
+    parser.add_argument('--no-memory', action='store_true', help='skip the peak-memory runs')
     parser.add_argument('--worker', nargs='+', help=argparse.SUPPRESS)
     parser.add_argument('--mode', choices=('memory', 'time'), default='time', help=argparse.SUPPRESS)
     parser.add_argument('--size', type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.batch < 1 or args.repeats < 1 or args.threads < 1:
+        parser.error('--batch, --repeats and --threads must be at least 1')
     torch.set_num_threads(args.threads)
     if args.worker:
-        print(json.dumps(worker(args.worker, args.size, args.batch, args.repeats, args.mode)))
+        emit(worker(args.worker, args.size, args.batch, args.repeats, args.mode))
         return
 
     import timm

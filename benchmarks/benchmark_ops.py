@@ -2,10 +2,11 @@
 
 Usage::
 
-    python tools/benchmark_ops.py scan                      # CPU: ViM-Ti shape and l=1024
-    python tools/benchmark_ops.py scan --device cuda        # GPU: adds the Triton path (and mamba's CUDA kernel)
-    python tools/benchmark_ops.py scan --shape 8,384,197,16 --repeats 5
-    python tools/benchmark_ops.py na                        # neighborhood attention: NAT-Tiny stage 1 and 1-D
+    python benchmarks/benchmark_ops.py scan                 # CPU: ViM-Ti shape and l=1024
+    python benchmarks/benchmark_ops.py scan --device cuda   # GPU: adds the Triton path (and mamba's CUDA kernel)
+    python benchmarks/benchmark_ops.py scan --shape 8,384,197,16 --repeats 5
+    python benchmarks/benchmark_ops.py na                   # neighborhood attention: NAT-Tiny stage 1 and 1-D
+    python benchmarks/benchmark_ops.py scan --device cpu --shape 1,4,8,2 --paths torch --repeats 1       # smoke
 
 For every path of the selective scan it prints forward time (no autograd), forward+backward time and peak
 memory of forward+backward, each also as a ratio against the baseline ``sequential``: the plain sequential
@@ -32,19 +33,13 @@ before the call.
 import argparse
 import importlib
 import importlib.util
-import json
 import math
-import os
-import subprocess
 import sys
-import time
 import types
 
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
+from _common import Table, emit, peak_memory, ratio, run_worker, scaled, time_runs
 
 DEFAULT_SHAPES = ['8,384,197,16', '8,384,1024,16']
 BASELINE = 'sequential'
@@ -157,11 +152,6 @@ def scan_paths(device):
 
 
 # -------------------------------------------------------------------------------------------------------- timing
-def _sync(device):
-    if device == 'cuda':
-        torch.cuda.synchronize()
-
-
 def time_path(run, leaves, device, repeats, warmup=True, backward=True):
     """Best forward time (no autograd) and best forward+backward time over ``repeats`` runs (after a warm-up run).
 
@@ -177,60 +167,9 @@ def time_path(run, leaves, device, repeats, warmup=True, backward=True):
         for t in leaves:
             t.grad = None
 
-    results = []
-    for step in (fwd, fwd_bwd) if backward else (fwd,):
-        if warmup:
-            step()
-            _sync(device)
-        best = float('inf')
-        for _ in range(repeats):
-            start = time.perf_counter()
-            step()
-            _sync(device)
-            best = min(best, time.perf_counter() - start)
-        results.append(best)
+    results = [min(time_runs(step, repeats, warmup=int(warmup), device=device))
+               for step in ((fwd, fwd_bwd) if backward else (fwd,))]
     return results + [None] * (2 - len(results))
-
-
-def _rss_kib(field):
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(field + ':'):
-                return int(line.split()[1])
-    raise RuntimeError(f'{field} not in /proc/self/status')
-
-
-def peak_memory(run, leaves, device, backward=True):
-    """Peak memory of one forward(+backward) of ``run()`` above what the process held before, in bytes.
-
-    CPU: growth of the process's peak resident set (reset through /proc/self/clear_refs first); CUDA:
-    ``torch.cuda.max_memory_allocated`` above the memory allocated before the call.
-    """
-    if device == 'cuda':
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-    else:
-        try:
-            with open('/proc/self/clear_refs', 'w') as f:
-                f.write('5')  # reset the peak resident set to the current one
-        except OSError:
-            pass
-        before = _rss_kib('VmRSS')
-    grad_mode = torch.enable_grad() if backward else torch.no_grad()
-    with grad_mode:
-        out = run()
-        if backward:
-            out.backward(torch.ones_like(out))
-    if device == 'cuda':
-        torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated() - before
-    else:
-        peak = (_rss_kib('VmHWM') - before) * 1024
-    del out
-    for t in leaves:
-        t.grad = None
-    return peak
 
 
 def _scan_case(path_name, shape, device):
@@ -261,35 +200,18 @@ def measure_worker(op, path_name, shape, device, repeats, memory, timing=True):
     return {'peak_bytes': peak, 'fwd': fwd, 'fwd_bwd': fwd_bwd}
 
 
-def run_worker(cmd, label, fixed_mmap_threshold=False):
-    """Run a benchmark worker command in a fresh interpreter and return the JSON object it prints last (None, with
-    its error output on stderr, if it fails).
-
-    ``fixed_mmap_threshold`` fixes glibc's mmap threshold at 64 KiB (``MALLOC_MMAP_THRESHOLD_``), for memory
-    runs: large buffers then come straight from mmap and go back on free, so memory freed by one step is not
-    reused unseen by the next. Timed runs keep the default allocator (returning every buffer to the system costs
-    page faults on each allocation).
-    """
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536') if fixed_mmap_threshold else None
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if result.returncode != 0:
-        sys.stderr.write(f'{label} failed:\n{result.stderr[-2000:]}\n')
-        return None
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
 def _run_worker(op, path_name, shape, device, repeats, threads, memory, timing, fixed_mmap_threshold=False):
-    cmd = [sys.executable, os.path.abspath(__file__), op, '--worker', path_name,
-           '--shape', ','.join(map(str, shape)), '--device', device, '--threads', str(threads),
-           '--repeats', str(repeats)] + ([] if memory else ['--no-memory']) + ([] if timing else ['--no-time'])
-    return run_worker(cmd, f'{path_name} at {shape}', fixed_mmap_threshold)
+    argv = [op, '--worker', path_name, '--shape', ','.join(map(str, shape)), '--device', device,
+            '--threads', threads, '--repeats', repeats] + ([] if memory else ['--no-memory']) + \
+        ([] if timing else ['--no-time'])
+    return run_worker(__file__, argv, f'{path_name} at {shape}', memory=fixed_mmap_threshold)
 
 
 def measure(op, path_name, shape, device, repeats, memory, threads):
     """Run :func:`measure_worker` in a fresh interpreter, so that every path starts from the same process state
     (allocator caches and the peak resident set left by one path would otherwise skew the next).
 
-    na: the memory run gets a process of its own with a fixed mmap threshold (see :func:`run_worker`).
+    na: the memory run gets a process of its own with a fixed mmap threshold (see :func:`_common.run_worker`).
     """
     if op == 'na' and memory:
         mem = _run_worker(op, path_name, shape, device, repeats, threads, True, False, fixed_mmap_threshold=True)
@@ -364,14 +286,6 @@ def _na_case(path_name, shape, device):
 
 
 # ----------------------------------------------------------------------------------------------------------- main
-def _ratio(value, base):
-    return f'{base / value:.1f}x' if value and base else '-'
-
-
-def _cell(value, scale, fmt, width):
-    return f'{value * scale:{width}{fmt}}' if value is not None else f'{"-":>{width}}'
-
-
 def _bench_plan(args, default_shapes, paths, baseline):
     """Shapes, path names (``--paths`` subset, the baseline always kept) and thread count of a benchmark run."""
     shapes = [tuple(int(v) for v in s.split(',')) for s in (args.shape or default_shapes)]
@@ -400,15 +314,15 @@ def bench_scan(args):
         skipped = [n for n in QUADRATIC if n in names and n not in rows]
         print(f'\nb={batch} d={dim} l={seqlen} n={dstate}'
               + (f' ({", ".join(skipped)} skipped: quadratic backward; --long-baselines runs them)' if skipped else ''))
-        print(f'{"path":<12}{"fwd ms":>10}{"ratio":>9}{"fwd+bwd ms":>12}{"ratio":>9}{"vs reference":>14}'
-              f'{"peak MiB":>10}{"ratio":>9}')
+        table = Table([('path', 12, '<'), ('fwd ms', 10, '.2f'), ('ratio', 9), ('fwd+bwd ms', 12, '.2f'),
+                       ('ratio', 9), ('vs reference', 14), ('peak MiB', 10, '.1f'), ('ratio', 9)])
+        table.header()
         for name, (fwd, fwd_bwd, mem) in rows.items():
             if fwd is None:
-                print(f'{name:<12}  failed')
+                table.row(name, 'failed')
                 continue
-            print(f'{name:<12}{fwd * 1e3:10.2f}{_ratio(fwd, base[0]):>9}{fwd_bwd * 1e3:12.2f}'
-                  f'{_ratio(fwd_bwd, base[1]):>9}{_ratio(fwd_bwd, ref[1]):>14}{_cell(mem, 2**-20, ".1f", 10)}'
-                  f'{_ratio(mem, base[2]):>9}', flush=True)
+            table.row(name, fwd * 1e3, ratio(base[0], fwd, 1), fwd_bwd * 1e3, ratio(base[1], fwd_bwd, 1),
+                      ratio(ref[1], fwd_bwd, 1), scaled(mem, 2**-20), ratio(base[2], mem, 1))
 
 
 def bench_na(args):
@@ -437,16 +351,17 @@ def bench_na(args):
         def work(name, mem, rows=rows, tensor_bytes=tensor_bytes):
             return None if mem is None else mem - tensor_bytes * (5 if rows[name][1] is not None else 1)
         base_work = work(NA_BASELINE, base[2]) if NA_BASELINE in rows else None
-        print(f'{"path":<13}{"fwd ms":>10}{"vs sdpa":>9}{"vs natten":>11}{"fwd+bwd ms":>12}{"vs sdpa":>9}'
-              f'{"peak MiB":>10}{"vs sdpa":>9}{"work MiB":>10}{"vs sdpa":>9}')
+        table = Table([('path', 13, '<'), ('fwd ms', 10, '.2f'), ('vs sdpa', 9), ('vs natten', 11),
+                       ('fwd+bwd ms', 12, '.2f'), ('vs sdpa', 9), ('peak MiB', 10, '.1f'), ('vs sdpa', 9),
+                       ('work MiB', 10, '.1f'), ('vs sdpa', 9)])
+        table.header()
         for name, (fwd, fwd_bwd, mem) in rows.items():
             if fwd is None:
-                print(f'{name:<13}  failed')
+                table.row(name, 'failed')
                 continue
-            print(f'{name:<13}{_cell(fwd, 1e3, ".2f", 10)}{_ratio(fwd, base[0]):>9}{_ratio(fwd, nat[0]):>11}'
-                  f'{_cell(fwd_bwd, 1e3, ".2f", 12)}{_ratio(fwd_bwd, base[1]):>9}{_cell(mem, 2**-20, ".1f", 10)}'
-                  f'{_ratio(mem, base[2]):>9}{_cell(work(name, mem), 2**-20, ".1f", 10)}'
-                  f'{_ratio(work(name, mem), base_work):>9}', flush=True)
+            table.row(name, scaled(fwd, 1e3), ratio(base[0], fwd, 1), ratio(nat[0], fwd, 1), scaled(fwd_bwd, 1e3),
+                      ratio(base[1], fwd_bwd, 1), scaled(mem, 2**-20), ratio(base[2], mem, 1),
+                      scaled(work(name, mem), 2**-20), ratio(base_work, work(name, mem), 1))
 
 
 def main(argv=None):
@@ -479,8 +394,8 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     if args.worker:
         shape = tuple(int(v) for v in args.shape[0].split(','))
-        print(json.dumps(measure_worker(args.op, args.worker, shape, args.device, args.repeats, not args.no_memory,
-                                        not getattr(args, 'no_time', False))))
+        emit(measure_worker(args.op, args.worker, shape, args.device, args.repeats, not args.no_memory,
+                            not getattr(args, 'no_time', False)))
         return
     if args.op == 'na':
         bench_na(args)

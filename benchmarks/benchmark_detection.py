@@ -3,8 +3,9 @@ ResNet-50 RetinaNet, measured in the same run.
 
 Usage::
 
-    python tools/benchmark_detection.py                                   # 640x640, 5 rounds, 2 threads
-    python tools/benchmark_detection.py --models efficientvit-m4 biformer-small --iters 3 --size 512 --threads 1
+    python benchmarks/benchmark_detection.py                              # 640x640, 5 rounds, 2 threads
+    python benchmarks/benchmark_detection.py --models efficientvit-m4 biformer-small --iters 3 --size 512 --threads 1
+    python benchmarks/benchmark_detection.py --models efficientvit-m4 --iters 1 --size 64     # smoke
 
 Each model is built from its config, ``configs/retinanet/retinanet_<model>_fpn_1x_coco.py`` (random weights,
 80 classes); the baseline ``resnet50`` from ``configs/_base_/models/retinanet_fpn.py`` (timm's ResNet-50, stem and
@@ -24,15 +25,12 @@ interleaving keeps slow stretches from favouring one model.
 """
 import argparse
 import os
-import statistics
-import sys
-import time
 
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
+from _common import Table, median, ratio, time_interleaved
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # configs/ lives at the repository root
 
 BASELINE = 'resnet50'
 DEFAULT_MODELS = ('efficientvit-m4', 'van-b2', 'mambaout-tiny')
@@ -78,23 +76,19 @@ def _copy(batch: dict) -> dict:
     return dict(inputs=batch['inputs'], data_samples=[dict(s) for s in batch['data_samples']])
 
 
-def train_step(model, optimizer, batch) -> float:
+def train_step(model, optimizer, batch) -> None:
     model.train()
-    start = time.perf_counter()
     data = model.data_preprocessor(_copy(batch), True)
     loss, _ = model.parse_losses(model(**data, mode='loss'))
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return time.perf_counter() - start
 
 
-def infer(model, batch) -> float:
+def infer(model, batch) -> None:
     model.eval()
-    start = time.perf_counter()
     with torch.no_grad():
         model(**model.data_preprocessor(_copy(batch), False), mode='predict')
-    return time.perf_counter() - start
 
 
 def main(argv=None):
@@ -120,27 +114,23 @@ def main(argv=None):
     optimizers = {name: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4,
                                           weight_decay=0.05) for name, m in models.items()}
     train_batch, infer_batch = make_batch(2, args.size, seed=0), make_batch(1, args.size, seed=1)
-    times = {name: dict(train=[], infer=[]) for name in names}
-    for round_ in range(args.iters + 1):
-        for name, model in models.items():
-            t_train = train_step(model, optimizers[name], train_batch)
-            t_infer = infer(model, infer_batch)
-            if round_:  # round 0 warms up
-                times[name]['train'].append(t_train)
-                times[name]['infer'].append(t_infer)
+    steps = {}
+    for name, model in models.items():  # every round: each model's train step, then its inference
+        steps[name, 'train'] = lambda model=model, name=name: train_step(model, optimizers[name], train_batch)
+        steps[name, 'infer'] = lambda model=model: infer(model, infer_batch)
+    times = time_interleaved(steps, args.iters, warmup=1)  # round 0 warms up
 
     print(f'# RetinaNet on CPU, {args.size}x{args.size}, train batch 2 (forward + backward + AdamW step), '
           f'inference batch 1; median of {args.iters} interleaved rounds; {args.threads} threads, '
           f'torch {torch.__version__}')
-    print(f'{"model":>16} {"params (M)":>11} {"train step s":>13} {"infer s":>8} {"train / base":>13} '
-          f'{"infer / base":>13}')
-    base_train = statistics.median(times[BASELINE]['train'])
-    base_infer = statistics.median(times[BASELINE]['infer'])
+    table = Table([('model', 16), ('params (M)', 11, '.1f'), ('train step s', 13, '.2f'), ('infer s', 8, '.3f'),
+                   ('train / base', 13), ('infer / base', 13)], sep=' ')
+    table.header()
+    base_train, base_infer = median(times[BASELINE, 'train']), median(times[BASELINE, 'infer'])
     for name, model in models.items():
         params = sum(p.numel() for p in model.parameters()) / 1e6
-        t_train, t_infer = statistics.median(times[name]['train']), statistics.median(times[name]['infer'])
-        print(f'{name:>16} {params:>11.1f} {t_train:>13.2f} {t_infer:>8.3f} {t_train / base_train:>12.2f}x '
-              f'{t_infer / base_infer:>12.2f}x')
+        t_train, t_infer = median(times[name, 'train']), median(times[name, 'infer'])
+        table.row(name, params, t_train, t_infer, ratio(t_train, base_train), ratio(t_infer, base_infer))
 
 
 if __name__ == '__main__':

@@ -10,9 +10,10 @@ here, in one run, against two DeiT-Ti baselines (timm ``deit_tiny_patch16_224`` 
 
 Usage::
 
-    python tools/benchmark_vim.py                          # 512, 736, 1024, 1248; batch 1; 2 threads
-    python tools/benchmark_vim.py --sizes 512 1248 --batch 2 --repeats 3
-    python tools/benchmark_vim.py --device cuda            # GPU: Vim on the Triton scan
+    python benchmarks/benchmark_vim.py                     # 512, 736, 1024, 1248; batch 1; 2 threads
+    python benchmarks/benchmark_vim.py --sizes 512 1248 --batch 2 --repeats 3
+    python benchmarks/benchmark_vim.py --device cuda       # GPU: Vim on the Triton scan
+    python benchmarks/benchmark_vim.py --sizes 32 --models vim-tiny deit-explicit --repeats 1 --no-memory  # smoke
 
 Sides are multiples of the patch size: the paper's 738 becomes 736 (the same 46x46 token grid that DeiT's
 patch embedding gives for 738). Every (model, size) runs in two fresh subprocesses: one measures peak memory, the
@@ -23,17 +24,10 @@ forward passes after a warm-up pass, with the default allocator. Ratios are prin
 baselines.
 """
 import argparse
-import json
-import os
-import sys
 
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
-
-from benchmark_ops import peak_memory, run_worker, time_path  # noqa: E402  (tools/ is on sys.path when this script runs)
+from _common import Table, emit, peak_memory, ratio, run_worker, scaled, time_runs
 
 MODELS = ('vim-tiny', 'deit-explicit', 'deit-sdpa')
 BASELINES = ('deit-explicit', 'deit-sdpa')
@@ -63,18 +57,19 @@ def worker(name: str, size: int, batch: int, device: str, repeats: int, mode: st
 
     if mode == 'memory':
         return {'peak_bytes': peak_memory(run, [], device, backward=False)}
-    best, _ = time_path(run, [], device, repeats, warmup=True, backward=False)
-    return {'time': best}
+    with torch.no_grad():
+        return {'time': min(time_runs(run, repeats, warmup=1, device=device))}
 
 
-def measure(name: str, size: int, batch: int, device: str, repeats: int, threads: int):
-    """Peak memory and time of one model at one size, each in a fresh interpreter; the memory run with a fixed mmap
-    threshold, the timed run with the default allocator (see ``benchmark_ops.run_worker``)."""
-    result = {}
-    for mode in ('memory', 'time'):
-        cmd = [sys.executable, os.path.abspath(__file__), '--worker', name, '--mode', mode, '--sizes', str(size),
-               '--batch', str(batch), '--device', device, '--repeats', str(repeats), '--threads', str(threads)]
-        part = run_worker(cmd, f'{name} at {size} ({mode})', fixed_mmap_threshold=mode == 'memory')
+def measure(name: str, size: int, batch: int, device: str, repeats: int, threads: int, memory: bool = True):
+    """Peak memory (None without ``memory``) and time of one model at one size, each in a fresh interpreter; the
+    memory run with a fixed mmap threshold, the timed run with the default allocator (see
+    ``_common.run_worker``)."""
+    result = {'peak_bytes': None}
+    for mode in ('memory', 'time') if memory else ('time',):
+        argv = ['--worker', name, '--mode', mode, '--sizes', size, '--batch', batch, '--device', device,
+                '--repeats', repeats, '--threads', threads]
+        part = run_worker(__file__, argv, f'{name} at {size} ({mode})', memory=mode == 'memory')
         if part is None:
             return None
         result.update(part)
@@ -90,39 +85,39 @@ def main(argv=None):
     parser.add_argument('--threads', type=int, default=2, help='torch CPU threads (default 2)')
     parser.add_argument('--models', nargs='+', choices=MODELS, default=list(MODELS),
                         help='models to run (ratios need the baselines in the same run)')
+    parser.add_argument('--no-memory', action='store_true', help='skip the peak-memory runs')
     parser.add_argument('--worker', choices=MODELS, help=argparse.SUPPRESS)
     parser.add_argument('--mode', choices=('memory', 'time'), default='time', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     for size in args.sizes:
-        if size % 16:
-            parser.error(f'--sizes: each size must be a multiple of the patch size 16, got {size}')
+        if size % 16 or size < 16:
+            parser.error(f'--sizes: each size must be a positive multiple of the patch size 16, got {size}')
+    if args.batch < 1 or args.repeats < 1 or args.threads < 1:
+        parser.error('--batch, --repeats and --threads must be at least 1')
     torch.set_num_threads(args.threads)
     if args.worker:
-        print(json.dumps(worker(args.worker, args.sizes[0], args.batch, args.device, args.repeats, args.mode)))
+        emit(worker(args.worker, args.sizes[0], args.batch, args.device, args.repeats, args.mode))
         return
 
     print(f'# Vim-Ti vs DeiT-Ti inference, batch {args.batch}, {args.device}, {args.threads} threads, '
           f'best of {args.repeats}; torch {torch.__version__}')
-    header = (f'{"size":>5} {"model":>14} {"time s":>8} {"peak MB":>8} {"faster than explicit":>21} '
-              f'{"faster than sdpa":>17} {"mem saved vs explicit":>22} {"mem saved vs sdpa":>18}')
-    print(header)
+    table = Table([('size', 5), ('model', 14), ('time s', 8, '.2f'), ('peak MB', 8, '.0f'),
+                   ('faster than explicit', 21), ('faster than sdpa', 17), ('mem saved vs explicit', 22),
+                   ('mem saved vs sdpa', 18)], sep=' ')
+    table.header()
     for size in args.sizes:
-        rows = {name: measure(name, size, args.batch, args.device, args.repeats, args.threads) if name in args.models
-                else None for name in MODELS}
+        rows = {name: measure(name, size, args.batch, args.device, args.repeats, args.threads, not args.no_memory)
+                if name in args.models else None for name in MODELS}
         for name in args.models:
             r = rows[name]
             if r is None:
-                print(f'{size:>5} {name:>14} {"failed":>8}')
+                table.row(size, name, 'failed')
                 continue
-            cells = []
-            for base in BASELINES:
-                b = rows[base]
-                cells.append(f'{b["time"] / r["time"]:.2f}x' if b else '-')
-            for base in BASELINES:
-                b = rows[base]
-                cells.append(f'{100 * (1 - r["peak_bytes"] / b["peak_bytes"]):.1f}%' if b and b['peak_bytes'] else '-')
-            print(f'{size:>5} {name:>14} {r["time"]:>8.2f} {r["peak_bytes"] / 2**20:>8.0f} {cells[0]:>21} '
-                  f'{cells[1]:>17} {cells[2]:>22} {cells[3]:>18}')
+            faster = [ratio(rows[base]['time'], r['time']) if rows[base] else '-' for base in BASELINES]
+            saved = [f'{100 * (1 - r["peak_bytes"] / rows[base]["peak_bytes"]):.1f}%'
+                     if rows[base] and rows[base]['peak_bytes'] and r['peak_bytes'] is not None else '-'
+                     for base in BASELINES]
+            table.row(size, name, r['time'], scaled(r['peak_bytes'], 2**-20), *faster, *saved)
 
 
 if __name__ == '__main__':

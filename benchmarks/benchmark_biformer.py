@@ -13,52 +13,41 @@ best of ``--repeats`` steps after a warm-up step, forward and backward timed sep
 ``torch.no_grad`` in eval mode, reported as images per second. Every (model, measurement) runs in fresh
 subprocesses: peak memory (growth of the process's peak resident set during one step, after a batch-1 warm-up, with
 glibc's mmap threshold fixed so freed buffers leave the resident set; CUDA: ``max_memory_allocated``) and timing
-(default allocator) each in their own, as ``tools/benchmark_ops.py``.
+(default allocator) each in their own (``_common.run_worker``).
 
 Usage::
 
-    python tools/benchmark_biformer.py                      # 224², batch 8, CPU, 2 threads
-    python tools/benchmark_biformer.py --batch 4 --repeats 2 --threads 4
-    python tools/benchmark_biformer.py --device cuda        # GPU: bra-op runs the Triton kernels
+    python benchmarks/benchmark_biformer.py                 # 224², batch 8, CPU, 2 threads
+    python benchmarks/benchmark_biformer.py --batch 4 --repeats 2 --threads 4
+    python benchmarks/benchmark_biformer.py --device cuda   # GPU: bra-op runs the Triton kernels
+    python benchmarks/benchmark_biformer.py --rows bra-op --no-memory --no-inference --size 64 --batch 1 --repeats 1
 """
 import argparse
-import json
 import os
-import sys
-import time
 
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
-
-from benchmark_ops import peak_memory, run_worker  # noqa: E402  (tools/ is on sys.path when this script runs)
+from _common import Table, emit, peak_memory, ratio, run_worker, scaled, timed
 
 ROWS = ('bra-gather', 'bra-op', 'swin-tiny')
 BASELINE = 'bra-gather'
 TRAINABLE = ('bra-gather', 'bra-op')
 
 
-def build(name: str, device: str) -> torch.nn.Module:
+def build(name: str, size: int, device: str) -> torch.nn.Module:
     import timm
 
     import visionzoo.backbones.biformer  # noqa: F401  (registers biformer_*)
-    if name == 'swin-tiny':
-        return timm.create_model('swin_tiny_patch4_window7_224').to(device)
+    if name == 'swin-tiny':  # timm's Swin checks the input size: built for --size
+        return timm.create_model('swin_tiny_patch4_window7_224', img_size=size).to(device)
     os.environ['VISIONZOO_BRA_BACKEND'] = 'reference' if name == 'bra-gather' else 'auto'
     return timm.create_model('biformer_tiny').to(device)
-
-
-def _sync(device: str) -> None:
-    if device == 'cuda':
-        torch.cuda.synchronize()
 
 
 def worker(name: str, task: str, mode: str, size: int, batch: int, device: str, repeats: int) -> dict:
     """(In a fresh subprocess) ``mode='memory'``: peak memory of one step; ``'time'``: best forward and backward
     times over ``repeats`` steps after a warm-up step."""
-    model = build(name, device)
+    model = build(name, size, device)
     model.train(task == 'train')
     x = torch.randn(batch, 3, size, size, device=device)
     target = torch.randint(0, 1000, (batch,), device=device)
@@ -78,37 +67,27 @@ def worker(name: str, task: str, mode: str, size: int, batch: int, device: str, 
         return {'peak_bytes': peak_memory(lambda: forward(x), [], device, backward=task == 'train')}
     best_fwd = best_bwd = float('inf')
     for step in range(repeats + 1):
-        start = time.perf_counter()
-        out = forward(x)
-        _sync(device)
-        middle = time.perf_counter()
-        if task == 'train':
-            out.backward()
-            _sync(device)
-        end = time.perf_counter()
+        t_fwd, out = timed(lambda: forward(x), device)
+        t_bwd, _ = timed(out.backward if task == 'train' else lambda: None, device)
         model.zero_grad(set_to_none=True)
         del out
         if step:  # the first step warms up
-            best_fwd, best_bwd = min(best_fwd, middle - start), min(best_bwd, end - middle)
+            best_fwd, best_bwd = min(best_fwd, t_fwd), min(best_bwd, t_bwd)
     return {'fwd': best_fwd, 'bwd': best_bwd if task == 'train' else None}
 
 
 def measure(name: str, task: str, args) -> dict:
-    """Peak memory and times of one row, each in a fresh interpreter (see ``benchmark_ops.run_worker``)."""
-    result = {}
-    for mode in ('memory', 'time'):
-        cmd = [sys.executable, os.path.abspath(__file__), '--worker', name, '--task', task, '--mode', mode,
-               '--size', str(args.size), '--batch', str(args.batch), '--device', args.device,
-               '--repeats', str(args.repeats), '--threads', str(args.threads)]
-        part = run_worker(cmd, f'{name} {task} ({mode})', fixed_mmap_threshold=mode == 'memory')
+    """Peak memory and times of one row, each in a fresh interpreter (see ``_common.run_worker``); peak memory
+    None with ``--no-memory``."""
+    result = {'peak_bytes': None}
+    for mode in ('time',) if args.no_memory else ('memory', 'time'):
+        argv = ['--worker', name, '--task', task, '--mode', mode, '--size', args.size, '--batch', args.batch,
+                '--device', args.device, '--repeats', args.repeats, '--threads', args.threads]
+        part = run_worker(__file__, argv, f'{name} {task} ({mode})', memory=mode == 'memory')
         if part is None:
             return None
         result.update(part)
     return result
-
-
-def _ratio(base, value) -> str:
-    return f'{base / value:.2f}x' if base and value else '-'
 
 
 def main(argv=None):
@@ -119,46 +98,55 @@ def main(argv=None):
     parser.add_argument('--repeats', type=int, default=3, help='timed steps after the warm-up step (best is kept)')
     parser.add_argument('--threads', type=int, default=2, help='torch CPU threads (default 2)')
     parser.add_argument('--no-inference', action='store_true', help='skip the inference rows')
+    parser.add_argument('--no-memory', action='store_true', help='skip the peak-memory runs')
+    parser.add_argument('--rows', nargs='+', choices=ROWS, default=list(ROWS),
+                        help=f'rows to run (the baseline {BASELINE} always runs; default: all)')
     parser.add_argument('--worker', choices=ROWS, help=argparse.SUPPRESS)
     parser.add_argument('--task', choices=('train', 'infer'), default='train', help=argparse.SUPPRESS)
     parser.add_argument('--mode', choices=('memory', 'time'), default='time', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.size < 1 or args.batch < 1 or args.repeats < 1 or args.threads < 1:
+        parser.error('--size, --batch, --repeats and --threads must be at least 1')
     torch.set_num_threads(args.threads)
     if args.worker:
-        print(json.dumps(worker(args.worker, args.task, args.mode, args.size, args.batch, args.device,
-                                args.repeats)))
+        emit(worker(args.worker, args.task, args.mode, args.size, args.batch, args.device, args.repeats))
         return
+
+    def get(row, key):
+        return row[key] if row else None
 
     print(f'# BiFormer-T, {args.size}², batch {args.batch}, {args.device}, {args.threads} threads, best of '
           f'{args.repeats} after a warm-up; torch {torch.__version__}')
     print(f'# ratios = {BASELINE} / row, measured in this run (higher is better); peak = growth of peak memory '
           f'during one step')
     print('\ntraining step (forward + cross-entropy + backward)')
-    print(f'{"row":<11}{"fwd ms":>9}{"ratio":>8}{"bwd ms":>9}{"ratio":>8}{"step ms":>9}{"ratio":>8}'
-          f'{"peak MiB":>10}{"ratio":>8}')
-    rows = {name: measure(name, 'train', args) for name in TRAINABLE}
+    table = Table([('row', 11, '<'), ('fwd ms', 9, '.0f'), ('ratio', 8), ('bwd ms', 9, '.0f'), ('ratio', 8),
+                   ('step ms', 9, '.0f'), ('ratio', 8), ('peak MiB', 10, '.0f'), ('ratio', 8)])
+    table.header()
+    rows = {name: measure(name, 'train', args) for name in TRAINABLE if name in args.rows or name == BASELINE}
     base = rows[BASELINE]
+    base_step = base and base['fwd'] + base['bwd']
     for name, r in rows.items():
         if r is None:
-            print(f'{name:<11}  failed')
+            table.row(name, 'failed')
             continue
         step = r['fwd'] + r['bwd']
-        base_step = base and base['fwd'] + base['bwd']
-        print(f'{name:<11}{r["fwd"] * 1e3:9.0f}{_ratio(base and base["fwd"], r["fwd"]):>8}{r["bwd"] * 1e3:9.0f}'
-              f'{_ratio(base and base["bwd"], r["bwd"]):>8}{step * 1e3:9.0f}{_ratio(base_step, step):>8}'
-              f'{r["peak_bytes"] / 2**20:10.0f}{_ratio(base and base["peak_bytes"], r["peak_bytes"]):>8}', flush=True)
+        table.row(name, r['fwd'] * 1e3, ratio(get(base, 'fwd'), r['fwd']), r['bwd'] * 1e3,
+                  ratio(get(base, 'bwd'), r['bwd']), step * 1e3, ratio(base_step, step),
+                  scaled(r['peak_bytes'], 2**-20), ratio(get(base, 'peak_bytes'), r['peak_bytes']))
     if args.no_inference:
         return
     print('\ninference (eval, no_grad)')
-    print(f'{"row":<11}{"img/s":>9}{"ratio":>8}{"peak MiB":>10}{"ratio":>8}')
-    rows = {name: measure(name, 'infer', args) for name in ROWS}
+    table = Table([('row', 11, '<'), ('img/s', 9, '.1f'), ('ratio', 8), ('peak MiB', 10, '.0f'), ('ratio', 8)])
+    table.header()
+    rows = {name: measure(name, 'infer', args) for name in ROWS if name in args.rows or name == BASELINE}
     base = rows[BASELINE]
     for name, r in rows.items():
         if r is None:
-            print(f'{name:<11}  failed')
+            table.row(name, 'failed')
             continue
-        print(f'{name:<11}{args.batch / r["fwd"]:9.1f}{_ratio(base and base["fwd"], r["fwd"]):>8}'
-              f'{r["peak_bytes"] / 2**20:10.0f}{_ratio(base and base["peak_bytes"], r["peak_bytes"]):>8}', flush=True)
+        table.row(name, args.batch / r['fwd'], ratio(get(base, 'fwd'), r['fwd']), scaled(r['peak_bytes'], 2**-20),
+                  ratio(get(base, 'peak_bytes'), r['peak_bytes']))
 
 
 if __name__ == '__main__':

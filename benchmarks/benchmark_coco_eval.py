@@ -2,9 +2,10 @@
 
 Usage::
 
-    python tools/benchmark_coco_eval.py                      # bbox: 2,000 images, 80 classes, ~15 GT / ~100 dets each
-    python tools/benchmark_coco_eval.py --segm               # and mask AP on a smaller set (--segm-images)
-    python tools/benchmark_coco_eval.py --images 500 --repeats 5
+    python benchmarks/benchmark_coco_eval.py                 # bbox: 2,000 images, 80 classes, ~15 GT / ~100 dets each
+    python benchmarks/benchmark_coco_eval.py --segm          # and mask AP on a smaller set (--segm-images)
+    python benchmarks/benchmark_coco_eval.py --images 500 --repeats 5
+    python benchmarks/benchmark_coco_eval.py --images 20 --repeats 1 --segm --segm-images 5 --classes 5  # smoke
 
 A fixed-seed ground truth (boxes of COCO-like sizes, 5% crowd) and detections (jittered copies of the ground truth
 with the right or a wrong class, plus random false positives, random scores) are evaluated with
@@ -20,15 +21,11 @@ Timings on a shared machine move with the other processes' load; compare numbers
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
+from _common import Table, median, ratio, time_interleaved
 
 BACKENDS = ('pycocotools', 'faster_coco_eval')  # the first is the baseline
 
@@ -85,18 +82,22 @@ def generate(n_images: int, n_classes: int, gt_per_image: int, dets_per_image: i
 
 
 def benchmark(gt: dict, results: list, iou_type: str, repeats: int) -> dict:
-    """Median seconds and the summary stats of each backend; runs interleaved, alternating which goes first."""
+    """Seconds of every run and the summary stats of each backend; runs interleaved (no warm-up), alternating which
+    goes first."""
     from visionzoo.evaluation.coco import coco_evaluate
     gt_text, results_text = json.dumps(gt), json.dumps(results)
-    times = {b: [] for b in BACKENDS}
-    stats = {}
-    for r in range(repeats):
-        for backend in (BACKENDS if r % 2 == 0 else BACKENDS[::-1]):
-            fresh_gt, fresh_results = json.loads(gt_text), json.loads(results_text)
-            t0 = time.perf_counter()
-            evaluator = coco_evaluate(fresh_gt, fresh_results, iou_type, backend)
-            times[backend].append(time.perf_counter() - t0)
-            stats[backend] = np.asarray(evaluator.stats[:12], dtype=np.float64)
+    inputs, evaluators = {}, {}
+
+    def run(backend):
+        fresh_gt, fresh_results = inputs.pop(backend)
+        evaluators[backend] = coco_evaluate(fresh_gt, fresh_results, iou_type, backend)
+
+    def prepare(backend):  # fresh copies, made outside the timer
+        inputs[backend] = json.loads(gt_text), json.loads(results_text)
+
+    times = time_interleaved({b: (lambda b=b: run(b)) for b in BACKENDS}, repeats, warmup=0, alternate=True,
+                             before=prepare)
+    stats = {b: np.asarray(e.stats[:12], dtype=np.float64) for b, e in evaluators.items()}
     return dict(times=times, stats=stats)
 
 
@@ -106,13 +107,13 @@ def report(title: str, gt: dict, results: list, iou_type: str, repeats: int) -> 
           f'{len(gt["annotations"])} ground-truth instances, {len(results)} detections; '
           f'{repeats} interleaved repeats', flush=True)
     out = benchmark(gt, results, iou_type, repeats)
-    base = statistics.median(out['times'][BACKENDS[0]])
-    print(f'{"backend":<28} {"median s":>9} {"speed-up":>9}   runs (s)')
+    base = median(out['times'][BACKENDS[0]])
+    table = Table([('backend', 28, '<'), ('median s', 9, '.2f'), ('speed-up', 9), ('  runs (s)', 0, '<')], sep=' ')
+    table.header()
     for backend in BACKENDS:
-        med = statistics.median(out['times'][backend])
+        med = median(out['times'][backend])
         name = f'{backend} (baseline)' if backend == BACKENDS[0] else backend
-        runs = ' '.join(f'{t:.2f}' for t in out['times'][backend])
-        print(f'{name:<28} {med:>9.2f} {base / med:>8.2f}x   {runs}')
+        table.row(name, med, ratio(base, med), '  ' + ' '.join(f'{t:.2f}' for t in out['times'][backend]))
     ref, other = out['stats'][BACKENDS[0]], out['stats'][BACKENDS[1]]
     diff = np.abs(ref - other).max()
     print(f'12 summary numbers bit-identical: {"yes" if diff == 0 else "no"}; largest difference {diff:.3g}; '
