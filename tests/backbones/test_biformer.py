@@ -15,7 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import visionzoo.backbones.biformer  # noqa: F401  (registers biformer_*)
 from visionzoo.backbones import create_timm_model
-from visionzoo.backbones.biformer import BiFormer, BiLevelRoutingAttention, checkpoint_filter_fn
+from visionzoo.backbones.biformer import BiFormer, checkpoint_filter_fn
 from visionzoo.registry import MODELS
 from visionzoo.utils.errors import CheckpointError
 
@@ -25,63 +25,110 @@ TINY = dict(depths=(1, 1, 1, 1), embed_dims=(16, 32, 32, 32), head_dim=8, n_win=
 
 
 # ------------------------------------------------------------------------------ plain composition (the reference)
-def plain_bra(attn, x):
-    """The official ``BiLevelRoutingAttention.forward`` (ops/bra_legacy.py, auto_pad) written plainly on NHWC x:
-    pad, project, regions, routing on region means, ``torch.gather`` of the routed regions from an expanded view,
-    attention with the full-qk-width scale, LePE on v, output projection, crop."""
+# Constants of the official code (rayleizhu/BiFormer: models/biformer.py ``Block`` and ``BiFormer``, models/_common.py
+# ``AttentionLePE``, ops/bra_legacy.py ``BiLevelRoutingAttention``), written down here and never read from the model
+# under test: the reference takes only its weight tensors (and the configuration the test built it with).
+OFFICIAL_LN_EPS = 1e-6            # Block.norm1 / norm2: nn.LayerNorm(dim, eps=1e-6)
+OFFICIAL_BN_EPS = 1e-5            # nn.BatchNorm2d's default: stem, downsampling layers, final norm
+OFFICIAL_POS_EMBED_PADDING = 1    # Block.pos_embed: 3 x 3 depthwise conv with padding=1
+OFFICIAL_LEPE_PADDING = 5 // 2    # side_dwconv=5: 5 x 5 depthwise conv
+OFFICIAL_LAST_STAGE_HEADS = 8     # topk=-2: AttentionLePE(dim=dim) with its default num_heads=8
+
+
+def weights(model):
+    """The model's parameters and buffers by name: the live tensors, so autograd reaches the parameters."""
+    return {**dict(model.named_buffers()), **dict(model.named_parameters())}
+
+
+def official_bra(w, prefix, x, n_win, topk, head_dim):
+    """``BiLevelRoutingAttention.forward`` (ops/bra_legacy.py; auto_pad=True, kv_downsample_mode='identity',
+    param_attention='qkvo') on an NHWC x with the weights ``w[prefix + ...]``: zero-pad at the bottom and right to
+    multiples of n_win, one qkv projection, n_win² regions, routing on the detached region means of q and k with
+    scale ``qk_dim ** -0.5``, ``torch.gather`` of the top-k regions' k and v from an expanded view, softmax attention
+    with the same scale, LePE on the (padded) v map, the output projection ``wo``, crop."""
     n, height, width, c = x.shape
-    s, heads, qk = attn.n_win, attn.num_heads, attn.qk_dim
-    x = F.pad(x, (0, 0, 0, -width % s, 0, -height % s))
+    qkv_weight = w[prefix + 'qkv.qkv.weight']
+    qk = (qkv_weight.shape[0] - c) // 2  # QKVLinear: dim -> qk_dim + qk_dim + dim
+    heads, scale, s = qk // head_dim, qk ** -0.5, n_win
+    x = F.pad(x, (0, 0, 0, (s - width % s) % s, 0, (s - height % s) % s))
     hp, wp = x.shape[1:3]
     rh, rw = hp // s, wp // s
-    q, kv = F.linear(x, attn.qkv.qkv.weight, attn.qkv.qkv.bias).split([qk, qk + c], dim=-1)
+    q, kv = F.linear(x, qkv_weight, w[prefix + 'qkv.qkv.bias']).split([qk, qk + c], dim=-1)
 
     def regions(t):  # 'n (j h) (i w) c -> n (j i) (h w) c'
-        return t.view(n, s, rh, s, rw, -1).permute(0, 1, 3, 2, 4, 5).reshape(n, s * s, rh * rw, -1)
+        return t.reshape(n, s, rh, s, rw, -1).permute(0, 1, 3, 2, 4, 5).reshape(n, s * s, rh * rw, -1)
     q_pix, kv_pix = regions(q), regions(kv)
     q_win, k_win = q_pix.mean(2).detach(), kv_pix[..., :qk].mean(2).detach()
-    r_idx = torch.topk((q_win * attn.scale) @ k_win.transpose(-1, -2), attn.topk, dim=-1).indices
-    topk = attn.topk
-    sel = torch.gather(kv_pix.view(n, 1, s * s, rh * rw, -1).expand(-1, s * s, -1, -1, -1), 2,
+    r_idx = torch.topk((q_win * scale) @ k_win.transpose(-1, -2), topk, dim=-1).indices  # (n, s², topk)
+    sel = torch.gather(kv_pix.view(n, 1, s * s, rh * rw, qk + c).expand(-1, s * s, -1, -1, -1), 2,
                        r_idx.view(n, s * s, topk, 1, 1).expand(-1, -1, -1, rh * rw, qk + c))
-    k_sel, v_sel = sel.split([qk, c], dim=-1)
-    k_sel = k_sel.reshape(n * s * s, topk * rh * rw, heads, -1).permute(0, 2, 3, 1)
-    v_sel = v_sel.reshape(n * s * s, topk * rh * rw, heads, -1).transpose(1, 2)
-    q_pix = q_pix.reshape(n * s * s, rh * rw, heads, -1).transpose(1, 2)
-    out = torch.softmax((q_pix * attn.scale) @ k_sel, dim=-1) @ v_sel  # (n p2, heads, w2, c / heads)
+    k_sel, v_sel = sel.split([qk, c], dim=-1)  # (n, s², topk, rh rw, .)
+    k_sel = k_sel.reshape(n * s * s, topk * rh * rw, heads, qk // heads).permute(0, 2, 3, 1)
+    v_sel = v_sel.reshape(n * s * s, topk * rh * rw, heads, c // heads).transpose(1, 2)
+    q_pix = q_pix.reshape(n * s * s, rh * rw, heads, qk // heads).transpose(1, 2)
+    out = torch.softmax((q_pix * scale) @ k_sel, dim=-1) @ v_sel  # (n s², heads, rh rw, c / heads)
     out = out.transpose(1, 2).reshape(n, s, s, rh, rw, c).permute(0, 1, 3, 2, 4, 5).reshape(n, hp, wp, c)
-    lepe = F.conv2d(kv[..., qk:].permute(0, 3, 1, 2), attn.lepe.weight, attn.lepe.bias, padding=attn.lepe.padding,
-                    groups=c).permute(0, 2, 3, 1)
-    return F.linear(out + lepe, attn.wo.weight, attn.wo.bias)[:, :height, :width]
+    lepe = F.conv2d(kv[..., qk:].permute(0, 3, 1, 2), w[prefix + 'lepe.weight'], w[prefix + 'lepe.bias'],
+                    padding=OFFICIAL_LEPE_PADDING, groups=c).permute(0, 2, 3, 1)
+    return F.linear(out + lepe, w[prefix + 'wo.weight'], w[prefix + 'wo.bias'])[:, :height, :width]
 
 
-def plain_attention_lepe(attn, x):
-    """The official ``AttentionLePE`` (models/_common.py): 8-head attention, LePE on the input, ``proj``."""
+def official_attention_lepe(w, prefix, x):
+    """``AttentionLePE.forward`` (models/_common.py): 8 heads, scale ``(dim // 8) ** -0.5``, qkv without bias, LePE
+    on the input, ``proj``."""
     n, height, width, c = x.shape
+    heads = OFFICIAL_LAST_STAGE_HEADS
     t = x.reshape(n, height * width, c)
-    q, k, v = (t @ attn.qkv.weight.t()).reshape(n, -1, 3, 8, c // 8).permute(2, 0, 3, 1, 4)
-    out = (torch.softmax((q @ k.transpose(-1, -2)) * (c // 8) ** -0.5, dim=-1) @ v).transpose(1, 2).reshape(n, -1, c)
-    lepe = F.conv2d(x.permute(0, 3, 1, 2), attn.lepe.weight, attn.lepe.bias, padding=2, groups=c)
+    q, k, v = F.linear(t, w[prefix + 'qkv.weight']).reshape(n, -1, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
+    out = torch.softmax((q @ k.transpose(-1, -2)) * (c // heads) ** -0.5, dim=-1) @ v
+    out = out.transpose(1, 2).reshape(n, height * width, c)
+    lepe = F.conv2d(x.permute(0, 3, 1, 2), w[prefix + 'lepe.weight'], w[prefix + 'lepe.bias'],
+                    padding=OFFICIAL_LEPE_PADDING, groups=c)
     out = out + lepe.flatten(2).transpose(1, 2)
-    return F.linear(out, attn.proj.weight, attn.proj.bias).reshape(n, height, width, c)
+    return F.linear(out, w[prefix + 'proj.weight'], w[prefix + 'proj.bias']).reshape(n, height, width, c)
 
 
-def plain_biformer(model, img):
-    """The official ``BiFormer.forward`` (NCHW stages, blocks permuting to NHWC, BN + mean + head)."""
-    x = img
-    for down, stage in zip(model.downsample_layers, model.stages):
-        x = down(x)
-        for blk in stage:
-            x = x + F.conv2d(x, blk.pos_embed.weight, blk.pos_embed.bias, padding=1, groups=x.shape[1])
+def official_biformer(w, img, n_win, topks, head_dim, training=False):
+    """``BiFormer.forward`` (models/biformer.py) from the official-layout weights ``w``: conv stem (two stride-2
+    3 x 3 convs, BatchNorm, GELU between), stride-2 conv + BatchNorm downsampling, pre-norm blocks (depthwise conv
+    position embedding on NCHW, then NHWC LayerNorm -> attention, LayerNorm -> Linear-GELU-Linear MLP), final
+    BatchNorm, spatial mean, linear head. ``training``: BatchNorm on batch statistics. Blocks per stage are read
+    from the weight names."""
+    def batch_norm(x, name):
+        stats = (None, None) if training else (w[name + '.running_mean'], w[name + '.running_var'])
+        return F.batch_norm(x, *stats, w[name + '.weight'], w[name + '.bias'], training=training, eps=OFFICIAL_BN_EPS)
+
+    def down(x, name):
+        return F.conv2d(x, w[name + '.weight'], w[name + '.bias'], stride=2, padding=1)
+
+    def layer_norm(x, name):
+        return F.layer_norm(x, x.shape[-1:], w[name + '.weight'], w[name + '.bias'], eps=OFFICIAL_LN_EPS)
+
+    x = batch_norm(down(img, 'downsample_layers.0.0'), 'downsample_layers.0.1')
+    x = batch_norm(down(F.gelu(x), 'downsample_layers.0.3'), 'downsample_layers.0.4')
+    for i in range(4):
+        if i:
+            x = batch_norm(down(x, f'downsample_layers.{i}.0'), f'downsample_layers.{i}.1')
+        j = 0
+        while f'stages.{i}.{j}.norm1.weight' in w:
+            p = f'stages.{i}.{j}.'
+            x = x + F.conv2d(x, w[p + 'pos_embed.weight'], w[p + 'pos_embed.bias'], padding=OFFICIAL_POS_EMBED_PADDING,
+                             groups=x.shape[1])
             x = x.permute(0, 2, 3, 1)
-            y = blk.norm1(x)
-            attn = plain_bra(blk.attn, y) if isinstance(blk.attn, BiLevelRoutingAttention) else \
-                plain_attention_lepe(blk.attn, y)
-            x = x + attn
-            x = x + blk.mlp[3](F.gelu(blk.mlp[0](blk.norm2(x))))
-            x = x.permute(0, 3, 1, 2)
-    x = model.norm(x)
-    return model.head(x.flatten(2).mean(-1))
+            y = layer_norm(x, p + 'norm1')
+            x = x + (official_bra(w, p + 'attn.', y, n_win, topks[i], head_dim) if topks[i] > 0 else
+                     official_attention_lepe(w, p + 'attn.', y))
+            y = F.gelu(F.linear(layer_norm(x, p + 'norm2'), w[p + 'mlp.0.weight'], w[p + 'mlp.0.bias']))
+            x = (x + F.linear(y, w[p + 'mlp.3.weight'], w[p + 'mlp.3.bias'])).permute(0, 3, 1, 2)
+            j += 1
+        assert j > 0, f'no blocks of stage {i} in the weights'
+    x = batch_norm(x, 'norm')
+    return F.linear(x.flatten(2).mean(-1), w['head.weight'], w['head.bias'])
+
+
+def official_tiny(model, img, training=False):
+    """:func:`official_biformer` with the weights of a :func:`tiny_model` and the TINY configuration."""
+    return official_biformer(weights(model), img, TINY['n_win'], TINY['topks'], TINY['head_dim'], training)
 
 
 def randomize_(model, seed=0):
@@ -109,7 +156,7 @@ def test_model_matches_plain_official_forward(size):
     model = tiny_model().eval()
     img = torch.randn(2, 3, *size)
     with torch.no_grad():
-        torch.testing.assert_close(model(img), plain_biformer(model, img), atol=2e-5, rtol=1e-4)
+        torch.testing.assert_close(model(img), official_tiny(model, img), atol=2e-5, rtol=1e-4)
 
 
 def test_model_gradients_match_plain_official_composition():
@@ -119,7 +166,8 @@ def test_model_gradients_match_plain_official_composition():
     img = torch.randn(2, 3, 40, 56)
     loss = model(img).logsumexp(-1).sum()
     grads = torch.autograd.grad(loss, list(model.parameters()))
-    expected = torch.autograd.grad(plain_biformer(model, img).logsumexp(-1).sum(), list(model.parameters()))
+    expected = torch.autograd.grad(official_tiny(model, img, training=True).logsumexp(-1).sum(),
+                                   list(model.parameters()))
     for (name, _), g, e in zip(model.named_parameters(), grads, expected):
         torch.testing.assert_close(g, e, atol=1e-5, rtol=1e-4, msg=lambda m, n=name: f'grad of {n}: {m}')
 
@@ -138,6 +186,21 @@ def test_official_logits(key, shape_key):
     official = torch.tensor(layout[key])
     err = ((logits - official).abs().max() / official.abs().max()).item()
     assert err < 1e-5, f'output differs from the official model by {err:.2e} (relative)'
+
+
+@pytest.mark.parametrize('key,shape_key', [('logits', 'input_shape'), ('padded_logits', 'padded_input_shape')])
+def test_reference_reproduces_official_logits(key, shape_key):
+    """The reference itself against the official model: the recorded official weights and input through
+    :func:`official_biformer` with the official biformer_tiny configuration (models/biformer.py: n_win 7,
+    topks 1-4-16-(-2), head_dim 32) give the recorded official logits, with no model of ours involved."""
+    layout = official_layout('biformer_tiny')
+    w = synthetic_state_dict(layout['keys'], layout['seed'])
+    img = torch.randn(layout[shape_key], generator=torch.Generator().manual_seed(layout['input_seed']))
+    with torch.no_grad():
+        logits = official_biformer(w, img, n_win=7, topks=(1, 4, 16, -2), head_dim=32)[0]
+    official = torch.tensor(layout[key])
+    err = ((logits - official).abs().max() / official.abs().max()).item()
+    assert err < 1e-5, f'the reference differs from the official model by {err:.2e} (relative)'
 
 
 # ------------------------------------------------------------------------------------------- paper-level numbers
@@ -233,7 +296,9 @@ def test_mixed_precision_training_step():
     logits.float().logsumexp(-1).sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
     with torch.no_grad():
-        torch.testing.assert_close(logits.float(), model(img), atol=0.1, rtol=0.1)
+        full = model(img)
+    # max |bf16 - fp32| measured over 12 seeds of this setup: 0.016 (0.0048 for this one; logits up to ~1)
+    torch.testing.assert_close(logits.float(), full, atol=0.04, rtol=0)
 
 
 def test_dense_features_and_registry_backbone():
@@ -254,8 +319,6 @@ def test_dense_features_and_registry_backbone():
 
 def test_fuse_keeps_outputs():
     import visionzoo
-    if not hasattr(visionzoo, 'fuse'):
-        pytest.skip('visionzoo.fuse is not there yet')
     model = tiny_model().eval()
     img = torch.randn(2, 3, 40, 56)
     fused = visionzoo.fuse(model)
@@ -272,35 +335,3 @@ def test_registered_names_and_default_cfgs():
         assert cfg['input_size'] == (3, 224, 224) and cfg['interpolation'] == 'bicubic'
         assert cfg['first_conv'] == 'downsample_layers.0.0' and cfg['classifier'] == 'head'
         assert cfg['notes'][0].startswith('https://api.onedrive.com/')
-
-
-def test_timm_contract():
-    model = timm.create_model('biformer_tiny', depths=(1, 1, 2, 1), embed_dims=(16, 32, 32, 32), head_dim=8)
-    img = torch.randn(2, 3, 64, 64)
-    model.eval()
-    with torch.no_grad():
-        feats = model.forward_features(img)
-        assert feats.shape == (2, 32, 2, 2)
-        assert model.forward_head(feats, pre_logits=True).shape == (2, model.head_hidden_size)
-        logits = model(img)
-        assert logits.shape == (2, 1000)
-        final, inter = model.forward_intermediates(img, indices=[0, 3])
-        torch.testing.assert_close(final, feats)
-        assert [t.shape for t in inter] == [(2, 16, 16, 16), (2, 32, 2, 2)]
-
-    model.train()
-    model.set_grad_checkpointing(True)
-    with torch.no_grad():  # BatchNorm in train mode: batch statistics, so compare against a train-mode pass
-        expected = model(img)
-    out = model(img)
-    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
-    out.sum().backward()
-    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
-    assert not missing, f'no gradient for {missing}'
-
-    model.reset_classifier(0)
-    assert model(img).shape == (2, 32)
-    model.reset_classifier(0, '')
-    assert model(img).shape == (2, 32, 2, 2)
-    model.reset_classifier(5, 'avg')
-    assert model(img).shape == (2, 5)

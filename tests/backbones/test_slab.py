@@ -271,7 +271,8 @@ def test_sla_module_under_autocast_projects_an_fp32_attention():
     with torch.autocast('cpu', dtype=torch.bfloat16):
         out = attn(x)
     assert seen == [torch.bfloat16]  # cast back to the qkv dtype only for the projection
-    torch.testing.assert_close(out.float(), attn(x), atol=0.05, rtol=0.05)
+    # max |bf16 - fp32| measured over 12 seeds of this setup: 0.0063 (0.0036 for this one; outputs up to ~0.9)
+    torch.testing.assert_close(out.float(), attn(x), atol=0.015, rtol=0)
 
 
 # ------------------------------------------------------------------------------------------ Swin windows, padding
@@ -361,65 +362,6 @@ def test_registered_names_and_default_cfgs():
             cfg = timm.create_model(name).pretrained_cfg
         assert cfg['url'] == f'https://github.com/xinghaochen/SLAB/releases/download/ckpts/{name}.pth'
         assert cfg['input_size'] == (3, 224, 224) and cfg['crop_pct'] == 0.875 and cfg['interpolation'] == 'bicubic'
-
-
-@pytest.mark.parametrize('arch', list(TINY))
-def test_timm_contract(arch):
-    model, size = tiny(arch)
-    randomize_bn_(model)
-    img = torch.randn(2, 3, *size)
-    dim = model.num_features
-    hierarchical = arch != 'deit'
-    model.eval()
-    with torch.no_grad():
-        feats = model.forward_features(img)
-        pooled = model.forward_head(feats, pre_logits=True)
-        assert pooled.shape == (2, model.head_hidden_size)
-        logits = model(img)
-        assert logits.shape == (2, 1000)
-        final, inter = model.forward_intermediates(img)
-        torch.testing.assert_close(final, feats)
-        info = model.feature_info
-        assert [i['num_chs'] for i in info] == [t.shape[1] for t in inter]
-        if hierarchical:
-            assert [i['reduction'] for i in info] == [4, 8, 16, 32]
-            first = {'pvt': (16, 24), 'swin': (41, 33), 'cswin': (24, 40)}[arch]  # Swin pads, CSWin's stem floors
-            assert [tuple(t.shape[-2:]) for t in inter] == [(math.ceil(first[0] / 2 ** i), math.ceil(first[1] / 2 ** i))
-                                                            for i in range(4)]
-        else:
-            assert all(t.shape[-2:] == (size[0] // 16, size[1] // 16) for t in inter)
-        nhwc = model.forward_intermediates(img, indices=[0], output_fmt='NLC' if arch == 'deit' else 'NHWC',
-                                           intermediates_only=True, stop_early=True)
-        expected = inter[0].flatten(2).transpose(1, 2) if arch == 'deit' else inter[0].permute(0, 2, 3, 1)
-        torch.testing.assert_close(nhwc[0], expected)
-
-    for m in model.modules():
-        if isinstance(m, PRepBN):
-            m.iter.fill_(m.total_step.item() // 2)  # mid-schedule: both LayerNorm and RepBN get gradients
-    model.train()
-    model.set_grad_checkpointing(True)
-    model(img).logsumexp(-1).sum().backward()
-    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
-    assert not missing, f'no gradient for {missing}'
-    model.eval()
-
-    model.reset_classifier(0)
-    assert model(img).shape == (2, dim)
-    model.reset_classifier(5, '')
-    assert model.forward_head(feats, pre_logits=True).shape == feats.shape
-    model.reset_classifier(5, 'avg')
-    assert model(img).shape == (2, 5)
-    with pytest.raises(ValueError, match='global_pool'):
-        model.reset_classifier(5, 'token')
-
-    name, config, _ = TINY[arch]
-    out_indices = (0, 1, 2, 3) if hierarchical else (0, 1)
-    features = timm.create_model(name, features_only=True, out_indices=out_indices, **config).eval()
-    with torch.no_grad():
-        maps = features(img)
-    assert features.feature_info.channels() == [t.shape[1] for t in inter][:len(out_indices)]
-    assert features.feature_info.reduction() == ([4, 8, 16, 32] if hierarchical else [16, 16])
-    assert [m.shape for m in maps] == [t.shape for t in inter][:len(out_indices)]
 
 
 def test_registry_backbone_on_hierarchical_slab():

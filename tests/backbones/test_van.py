@@ -9,6 +9,7 @@ import pytest
 import timm
 import torch
 import torch.nn as nn
+from conftest import require
 
 import visionzoo
 import visionzoo.backbones.van  # noqa: F401  (registers van_b*)
@@ -104,11 +105,9 @@ def test_bad_arguments_are_clear_errors(kwargs, pattern):
 # ------------------------------------------------------------------------------------------ against mmpretrain
 @pytest.fixture(scope='module')
 def mmpretrain_van():
-    try:
-        from mmpretrain.models.backbones import VAN
-    except ImportError as e:
-        pytest.skip(f'mmpretrain is not importable ({e}); it is the pip-installable VAN reference')
-    return VAN
+    # mmpretrain's VAN is the pip-installable VAN reference
+    return require('mmpretrain.models.backbones', "pip install --no-deps 'mmpretrain==1.2.0' 'mmcv-lite==2.1.0' and "
+                   "the rest of the Makefile's MMPRETRAIN_PKGS").VAN
 
 
 def mmpretrain_classifier_state_dict(mm_backbone, num_classes=1000, seed=1):
@@ -141,6 +140,31 @@ def test_matches_mmpretrain_stage_outputs(mmpretrain_van):
         print(f'stage {i}: max |ours - mmpretrain| = {err:.2e}')
         assert err <= 1e-5
         assert torch.equal(a, f)
+
+
+def test_logits_match_mmpretrain_classifier(mmpretrain_van):
+    """The whole classifier, head included: mmpretrain's ``ImageClassifier`` (VAN-tiny backbone, its last stage ->
+    ``GlobalAveragePooling`` -> ``LinearClsHead``) and van_b0 on the same weights (its state_dict, converted) give
+    the same logits. The head weights are scaled so that logits are of order 1."""
+    from mmpretrain.models.classifiers import ImageClassifier
+    torch.manual_seed(0)
+    ref = ImageClassifier(backbone=dict(type='VAN', arch='tiny', norm_cfg=dict(type='LN', eps=1e-6)),
+                          neck=dict(type='GlobalAveragePooling'),
+                          head=dict(type='LinearClsHead', num_classes=10, in_channels=256))
+    randomize_(ref.backbone)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        ref.head.fc.weight.copy_(torch.randn(10, 256, generator=g) / 16)
+        ref.head.fc.bias.copy_(torch.randn(10, generator=g) * 0.1)
+    ref.eval()
+    model = timm.create_model('van_b0', num_classes=10).eval()
+    model.load_state_dict(checkpoint_filter_fn(ref.state_dict(), model), strict=True)
+    img = torch.randn(2, 3, 64, 48)
+    with torch.no_grad():
+        expected = ref(img, mode='tensor')  # LinearClsHead's class scores before the softmax
+        logits = model(img)
+    assert expected.shape == (2, 10) and expected.abs().max() > 0.5
+    torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------------- checkpoints
@@ -226,48 +250,6 @@ def test_fuse_matches_eval_model_with_fewer_batchnorms():
 def test_block_fuse_needs_eval_mode():
     with pytest.raises(ValueError, match='eval mode'):
         VanBlock(8).fuse()
-
-
-# ----------------------------------------------------------------------------------------------- timm contract
-def test_timm_contract(monkeypatch):
-    torch.manual_seed(0)
-    model = timm.create_model('van_b0', num_classes=7, **TINY)
-    img = torch.randn(2, 3, 64, 64)
-    model.eval()
-    with torch.no_grad():
-        final = model.forward_features(img)
-        assert final.shape == (2, 32, 2, 2)
-        assert model.forward_head(final, pre_logits=True).shape == (2, model.head_hidden_size) == (2, 32)
-        logits = model(img)
-        assert logits.shape == (2, 7)
-        last, inter = model.forward_intermediates(img)
-        torch.testing.assert_close(last, final)
-        assert [t.shape for t in inter] == [(2, 8, 16, 16), (2, 16, 8, 8), (2, 24, 4, 4), (2, 32, 2, 2)]
-        early = model.forward_intermediates(img, indices=[0, 1], stop_early=True, intermediates_only=True)
-        assert all(torch.equal(a, b) for a, b in zip(early, inter[:2]))
-        nhwc = model.forward_intermediates(img, indices=1, output_fmt='NHWC', intermediates_only=True)
-        assert torch.equal(nhwc[0], inter[3].permute(0, 2, 3, 1))
-
-    model.train()
-    out = model(img)
-    calls = []
-    checkpoint = torch.utils.checkpoint.checkpoint
-    monkeypatch.setattr(torch.utils.checkpoint, 'checkpoint', lambda *a, **k: calls.append(1) or checkpoint(*a, **k))
-    model.set_grad_checkpointing(True)
-    out_cp = model(img)
-    assert len(calls) == 5  # one per block
-    torch.testing.assert_close(out_cp, out, atol=1e-6, rtol=1e-6)
-    out_cp.square().sum().backward()
-    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
-    assert not missing, f'no gradient for {missing}'
-
-    assert model.get_classifier() is model.head
-    model.reset_classifier(0)
-    assert model(img).shape == (2, 32)
-    model.reset_classifier(0, '')
-    assert model(img).shape == (2, 32, 2, 2)
-    model.reset_classifier(3, 'avg')
-    assert model(img).shape == (2, 3)
 
 
 def test_features_only_and_registry_backbone():
