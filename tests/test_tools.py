@@ -152,8 +152,8 @@ def test_unknown_backbone_lists_close_matches(tiny_shapes, tmp_path):
     cfg = tiny_cls_config(tmp_path, tiny_shapes)
     proc = run_tool('train.py', cfg, '--work-dir', tmp_path / 'w',
                     '--cfg-options', 'model.backbone.model_name=resnet10')
-    _assert_one_clear_error(proc, r"\.py: model: ImageClassifier\(backbone\.model_name='resnet10'\): unknown timm model",
-                            'resnet10t')
+    _assert_one_clear_error(
+        proc, r"\.py: model: ImageClassifier\(backbone\.model_name='resnet10'\): unknown timm model", 'resnet10t')
 
 
 @pytest.mark.parametrize('case', ['missing', 'empty'])

@@ -1,6 +1,6 @@
-"""Neighbourhood attention: every path against the dense masked reference (outputs and gradients of q, k, v, rpb),
-the reference against NATTEN 0.21 (forward; NATTEN has no CPU backward and no bias), the bias convention, input
-validation and dispatch.
+"""Neighbourhood attention: every path against the brute-force reference (outputs and gradients of q, k, v, rpb;
+1-D, 2-D and 3-D), the reference against NATTEN 0.21 (forward, 1-D to 3-D; NATTEN has no CPU backward and no bias),
+the bias convention, the reference's independence of the fast paths' window rule, input validation and dispatch.
 
 The Triton kernels run in Triton's interpreter, which must be switched on before Triton is first imported, so they
 run in one subprocess (this file with ``--triton-worker``) that saves inputs, outputs and gradients; the comparisons
@@ -12,7 +12,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import compile_triton_kernel_for_cuda, run_triton_worker
+from conftest import compile_triton_kernel_for_cuda, require, run_triton_worker
 
 from visionzoo.ops import neighborhood_attention
 
@@ -35,6 +35,7 @@ CASES = [
     ('2d-causal', (7, 9), 3, 2, True),
     ('2d-boundary', (6, 8), (3, 4), 2, (False, True)),
     ('3d', (5, 6, 7), (3, 2, 3), (1, 2, 2), (False, True, False)),
+    ('3d-even-boundary', (6, 5, 8), (2, 3, 4), (3, 1, 2), (False, False, True)),  # n = k * dilation on every axis
 ]
 IDS = [c[0] for c in CASES]
 
@@ -129,22 +130,51 @@ def test_bias_convention_at_borders_and_in_dilation_groups():
 
 @pytest.fixture(scope='module')
 def natten_functional():
-    pytest.importorskip('natten', reason='natten 0.21.7 is the forward oracle (make test installs it)')
-    from natten import functional
-    return functional
+    # natten 0.21.7 is the forward oracle
+    return require('natten.functional', "pip install --no-build-isolation --no-deps 'natten==0.21.7'")
 
 
-@pytest.mark.parametrize('case', [c for c in CASES if len(c[1]) < 3], ids=[c[0] for c in CASES if len(c[1]) < 3])
+@pytest.mark.parametrize('case', CASES, ids=IDS)
 def test_matches_natten_forward(case, natten_functional):
     _, spatial, kernel, dilation, causal = case
     q, k, v, _ = make_inputs(spatial, kernel, dtype=torch.float32, seed=7)
-    na = natten_functional.na1d if len(spatial) == 1 else natten_functional.na2d
+    na = (natten_functional.na1d, natten_functional.na2d, natten_functional.na3d)[len(spatial) - 1]
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # flex attention on CPU warns that it materialises the scores
         expected = na(q, k, v, kernel_size=kernel, dilation=dilation, is_causal=causal)
     for backend in ('reference', 'torch'):
         got = neighborhood_attention(q, k, v, kernel, dilation, causal, backend=backend)
         torch.testing.assert_close(got, expected, **FP32_TOL, msg=lambda m, b=backend: f'{b} vs natten: {m}')
+
+
+def test_reference_does_not_share_the_window_rule_of_the_fast_paths(monkeypatch):
+    """A window rule off by one position in :mod:`.window` (which the PyTorch and Triton paths read) changes the
+    PyTorch path and not the reference, so the comparisons above would catch it."""
+    window = importlib.import_module('visionzoo.ops.neighborhood_attention.window')
+    reference = importlib.import_module('visionzoo.ops.neighborhood_attention.reference')
+    assert not any(name.startswith('visionzoo.ops.neighborhood_attention.') and name != reference.__name__
+                   for name in (getattr(v, '__module__', '') or '' for v in vars(reference).values()))
+    original = window._window_bounds
+
+    def shifted(coord, group_len, kernel, causal):  # every non-causal window one group member further right
+        lo, hi = original(coord, group_len, kernel, causal)
+        if causal:
+            return lo, hi
+        lo = torch.minimum(lo + 1, group_len - kernel)
+        return lo, lo + kernel
+
+    inputs = make_inputs((9, 7), 3, batch=1, heads=2, dim=4)
+    expected = run(inputs, 3, 1, False, 'reference')
+    for cache in (window.tile_tables, window.dense_tables):
+        cache.cache_clear()
+    monkeypatch.setattr(window, '_window_bounds', shifted)
+    try:
+        assert_all_close(run(inputs, 3, 1, False, 'reference'), expected, FP64_TOL, 'reference with a wrong rule')
+        got = run(inputs, 3, 1, False, 'torch')
+        assert not torch.allclose(got[0], expected[0]), 'the PyTorch path ignored the shifted window rule'
+    finally:
+        for cache in (window.tile_tables, window.dense_tables):
+            cache.cache_clear()
 
 
 # ---------------------------------------------------------------------------------------------------- validation

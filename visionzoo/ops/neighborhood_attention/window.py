@@ -1,8 +1,9 @@
 """The neighbourhood rule of one spatial axis, and the tiles of queries the fast paths walk.
 
-Every path (reference, PyTorch, Triton) derives its masks and bias indices from :func:`axis_window`, so the rule
-is written once. Per axis of length ``n`` with kernel ``k``, dilation ``d`` and the causal flag (NATTEN 0.21
-semantics, which are also those of the NAT/DiNAT kernels):
+The PyTorch and Triton paths derive their masks and bias indices from :func:`axis_window`, so the rule is written
+once for them; the tests' reference (``reference.py``) finds each neighbourhood by brute force instead, so it
+checks this rule rather than sharing it. Per axis of length ``n`` with kernel ``k``, dilation ``d`` and the causal
+flag (NATTEN 0.21 semantics, which are also those of the NAT/DiNAT kernels):
 
 * Position ``i`` belongs to dilation group ``g = i % d`` and has group coordinate ``i' = i // d``; the group holds
   ``L_g = ceil((n - g) / d)`` positions. Attention never leaves a group.
