@@ -139,6 +139,19 @@ def run_worker(script: str, argv: Sequence[str], label: str, memory: bool = Fals
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def run_memory_and_time(script: str, argv: Sequence[str], label: str, memory: bool = True) -> Optional[dict]:
+    """One benchmark row measured by ``script``'s worker mode: ``--mode memory`` (skipped without ``memory``; the
+    result's ``peak_bytes`` is then None) and ``--mode time``, each in a fresh interpreter (:func:`run_worker`),
+    merged into one dict; None if either run fails."""
+    result = {'peak_bytes': None}
+    for mode in ('memory', 'time') if memory else ('time',):
+        part = run_worker(script, [*argv, '--mode', mode], f'{label} ({mode})', memory=mode == 'memory')
+        if part is None:
+            return None
+        result.update(part)
+    return result
+
+
 # --------------------------------------------------------------------------------------------------- ratio tables
 def ratio(num: Optional[float], den: Optional[float], digits: int = 2) -> str:
     """``num / den`` as ``'1.23x'``; ``'-'`` when either is missing or zero (a row that failed or was skipped).

@@ -27,7 +27,7 @@ import os
 
 import torch
 
-from _common import Table, emit, peak_memory, ratio, run_worker, scaled, timed
+from _common import Table, emit, peak_memory, ratio, run_memory_and_time, scaled, timed
 
 ROWS = ('bra-gather', 'bra-op', 'swin-tiny')
 BASELINE = 'bra-gather'
@@ -79,15 +79,9 @@ def worker(name: str, task: str, mode: str, size: int, batch: int, device: str, 
 def measure(name: str, task: str, args) -> dict:
     """Peak memory and times of one row, each in a fresh interpreter (see ``_common.run_worker``); peak memory
     None with ``--no-memory``."""
-    result = {'peak_bytes': None}
-    for mode in ('time',) if args.no_memory else ('memory', 'time'):
-        argv = ['--worker', name, '--task', task, '--mode', mode, '--size', args.size, '--batch', args.batch,
-                '--device', args.device, '--repeats', args.repeats, '--threads', args.threads]
-        part = run_worker(__file__, argv, f'{name} {task} ({mode})', memory=mode == 'memory')
-        if part is None:
-            return None
-        result.update(part)
-    return result
+    argv = ['--worker', name, '--task', task, '--size', args.size, '--batch', args.batch, '--device', args.device,
+            '--repeats', args.repeats, '--threads', args.threads]
+    return run_memory_and_time(__file__, argv, f'{name} {task}', memory=not args.no_memory)
 
 
 def main(argv=None):

@@ -27,7 +27,7 @@ import argparse
 
 import torch
 
-from _common import Table, emit, peak_memory, ratio, run_worker, scaled, time_runs
+from _common import Table, emit, peak_memory, ratio, run_memory_and_time, scaled, time_runs
 
 MODELS = ('vim-tiny', 'deit-explicit', 'deit-sdpa')
 BASELINES = ('deit-explicit', 'deit-sdpa')
@@ -65,15 +65,9 @@ def measure(name: str, size: int, batch: int, device: str, repeats: int, threads
     """Peak memory (None without ``memory``) and time of one model at one size, each in a fresh interpreter; the
     memory run with a fixed mmap threshold, the timed run with the default allocator (see
     ``_common.run_worker``)."""
-    result = {'peak_bytes': None}
-    for mode in ('memory', 'time') if memory else ('time',):
-        argv = ['--worker', name, '--mode', mode, '--sizes', size, '--batch', batch, '--device', device,
-                '--repeats', repeats, '--threads', threads]
-        part = run_worker(__file__, argv, f'{name} at {size} ({mode})', memory=mode == 'memory')
-        if part is None:
-            return None
-        result.update(part)
-    return result
+    argv = ['--worker', name, '--sizes', size, '--batch', batch, '--device', device, '--repeats', repeats,
+            '--threads', threads]
+    return run_memory_and_time(__file__, argv, f'{name} at {size}', memory=memory)
 
 
 def main(argv=None):
