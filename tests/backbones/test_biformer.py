@@ -17,7 +17,6 @@ import visionzoo.backbones.biformer  # noqa: F401  (registers biformer_*)
 from visionzoo.backbones import create_timm_model
 from visionzoo.backbones.biformer import BiFormer, checkpoint_filter_fn
 from visionzoo.registry import MODELS
-from visionzoo.utils.errors import CheckpointError
 
 NAMES = ('biformer_tiny', 'biformer_small', 'biformer_base')
 # 3 x 3 regions: topk 1 and 2 run the op's chunked formulation on CPU, topk 4 its dense masked one
@@ -252,15 +251,6 @@ def test_official_checkpoint_loads_strictly(tmp_path, wrap, prefix):
     loaded = create_timm_model('biformer_tiny', pretrained=str(path)).state_dict()
     for k, v in sd.items():
         assert torch.equal(loaded[k[len(prefix):]], v), k
-
-
-def test_official_checkpoint_missing_key_is_an_error(tmp_path):
-    sd = synthetic_state_dict(official_layout('biformer_tiny')['keys'])
-    del sd['stages.2.5.attn.qkv.qkv.bias']
-    path = tmp_path / 'broken.pth'
-    torch.save({'model': sd}, path)
-    with pytest.raises(CheckpointError, match=r'stages\.2\.5\.attn\.qkv\.qkv\.bias'):
-        create_timm_model('biformer_tiny', pretrained=str(path), num_classes=0)
 
 
 # --------------------------------------------------------------------------------------- sizes and configuration

@@ -20,7 +20,6 @@ from visionzoo.backbones import create_timm_model
 from visionzoo.backbones.slab import (PRepBN, RepBN, SimplifiedLinearAttention, SlabSwinTransformer,
                                       checkpoint_filter_fn, simplified_linear_attention)
 from visionzoo.registry import MODELS
-from visionzoo.utils.errors import CheckpointError
 
 NAMES = ('slab_deit_tiny', 'slab_deit_small', 'slab_pvt_tiny', 'slab_swin_tiny', 'slab_swin_small', 'slab_cswin_tiny')
 # one tiny configuration per architecture: (name, kwargs, input size); the input sizes run padded windows and
@@ -130,15 +129,6 @@ def test_official_checkpoint_loads_strictly(tmp_path, wrap, prefix):
         if k != 'cls_token':
             assert torch.equal(loaded[k], v.to(loaded[k].dtype)), k
     assert model.blocks[3].norm1.ratio().item() == pytest.approx(1234 / 60000)
-
-
-def test_official_checkpoint_missing_key_is_an_error(tmp_path):
-    sd = synthetic_state_dict(official_layout('slab_swin_tiny')['keys'])
-    del sd['layers.2.blocks.1.attn.relative_position_bias_table']
-    path = tmp_path / 'broken.pth'
-    torch.save({'model': sd}, path)
-    with pytest.raises(CheckpointError, match=r'layers\.2\.blocks\.1\.attn\.relative_position_bias_table'):
-        create_timm_model('slab_swin_tiny', pretrained=str(path), num_classes=0)
 
 
 @pytest.mark.parametrize('arch', ['deit', 'pvt'])

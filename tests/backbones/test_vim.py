@@ -9,6 +9,7 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from _helpers import assert_missing_key_is_reported
 
 import visionzoo  # noqa: F401  (registers vim_*)
 from visionzoo.backbones.vim import VimMixer, VisionMamba, checkpoint_filter_fn
@@ -152,12 +153,9 @@ def test_official_checkpoint_loads_strictly(official_ckpt):
 
 
 def test_official_checkpoint_missing_key_is_an_error(tmp_path):
-    sd = official_state_dict()
-    del sd['layers.3.mixer.dt_proj_b.bias']
-    path = tmp_path / 'broken.pth'
-    torch.save({'model': sd}, path)
-    with pytest.raises(RuntimeError, match='dt_proj_b.bias'):
-        timm.create_model('vim_tiny', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+    assert_missing_key_is_reported(
+        tmp_path, lambda path: timm.create_model('vim_tiny', pretrained=True, pretrained_cfg_overlay=dict(file=path)),
+        official_state_dict(), 'layers.3.mixer.dt_proj_b.bias')
 
 
 def test_official_checkpoint_into_registry_backbone_and_classifier(official_ckpt):

@@ -13,7 +13,7 @@ from visionzoo.heads.dense_heads import AnchorGenerator
 from visionzoo.heads.roi_heads import MultiLevelRoIAlign, map_roi_levels
 from visionzoo.models.detectors import BaseDetector
 from visionzoo.registry import MODELS
-from visionzoo.utils.errors import ArgumentError, ConfigError
+from visionzoo.utils.errors import ArgumentError
 
 # timm feature indices: a ResNet's 0 is the stride-2 stem, so (2, 3, 4) are strides 8/16/32
 TINY_BACKBONE = dict(type='TimmBackbone', model_name='resnet10t', out_indices=(2, 3, 4))
