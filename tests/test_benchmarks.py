@@ -164,13 +164,13 @@ def _run(script, *args, timeout=600):
 
 
 def _check(header, rows, baseline, others, titles):
-    """Every (title, nth) column: 1 in the baseline's row (it is its own baseline), finite and positive in the
-    other rows."""
+    """Every (title, nth) column: 1 in the baseline's row (it is its own baseline), a finite non-negative number in
+    the other rows (a row 40x slower than its baseline prints as 0.0x with one decimal)."""
     for title, nth in titles:
         assert _ratio_value(_cell(header, rows, baseline, title, nth)) == 1.0, (title, nth, rows)
         for name in others:
             value = _ratio_value(_cell(header, rows, name, title, nth))
-            assert math.isfinite(value) and value > 0, (name, title, nth, rows)
+            assert math.isfinite(value) and value >= 0, (name, title, nth, rows)
 
 
 @pytest.mark.slow
