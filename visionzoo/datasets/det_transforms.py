@@ -11,10 +11,11 @@ from typing import List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from ..registry import FUNCTIONS, TRANSFORMS
 from ..utils.errors import ConfigError, DatasetError
+from .image_io import read_rgb8
 
 __all__ = ['LoadImageFromFile', 'LoadAnnotations', 'Resize', 'RandomFlip', 'PackDetInputs', 'det_collate']
 
@@ -22,16 +23,16 @@ __all__ = ['LoadImageFromFile', 'LoadAnnotations', 'Resize', 'RandomFlip', 'Pack
 @TRANSFORMS.register_module()
 class LoadImageFromFile:
     """Decode ``results['img_path']`` to an RGB uint8 array, with the EXIF orientation applied (as OpenCV's
-    ``imread`` does for mmcv). A file that does not decode, or whose size differs from the record's
-    ``height``/``width``, raises a DatasetError naming the file and the image id.
+    ``imread`` does for mmcv); 16-bit and float images are scaled to 8 bit by
+    :func:`~visionzoo.datasets.image_io.read_rgb8`. A file that does not decode, or whose size differs from the
+    record's ``height``/``width``, raises a DatasetError naming the file and the image id.
     """
 
     def __call__(self, results: dict) -> dict:
         path = results['img_path']
         where = f"{path} (image id {results.get('img_id')})"
         try:
-            with Image.open(path) as im:
-                img = np.asarray(ImageOps.exif_transpose(im).convert('RGB'))
+            img = np.asarray(read_rgb8(path, exif_transpose=True))
         except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             raise DatasetError(f'{where}: cannot decode the image ({type(e).__name__}: {e}); expected a readable '
                                f'image file') from None

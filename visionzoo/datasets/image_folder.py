@@ -7,6 +7,7 @@ from PIL import Image, UnidentifiedImageError
 from ..registry import DATASETS
 from ..utils.errors import DatasetError
 from .base import SampleDataset
+from .image_io import read_rgb8
 
 __all__ = ['ImageFolderDataset', 'IMG_EXTENSIONS']
 
@@ -67,8 +68,7 @@ class ImageFolderDataset(SampleDataset):
 
     def _load(self, path: str) -> Image.Image:
         try:
-            with Image.open(path) as img:
-                return img.convert('RGB')
+            return read_rgb8(path)
         except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             raise DatasetError(f'{path}: cannot read image ({type(e).__name__}: {e}); expected a readable image '
                                f'file') from None
