@@ -1,12 +1,13 @@
 """Config files load, inherit, take --cfg-options, and name what is wrong when they cannot."""
 import glob
 import os
+import warnings
 
 import pytest
 
 import visionzoo  # noqa: F401
 from conftest import ROOT
-from visionzoo.engine.config import check_types, load_config, parse_cfg_options
+from visionzoo.engine.config import ConfigWarning, check_types, load_config, parse_cfg_options
 from visionzoo.utils.errors import ConfigError
 
 CONFIGS = sorted(p for p in glob.glob(os.path.join(ROOT, 'configs', '**', '*.py'), recursive=True)
@@ -23,7 +24,10 @@ def test_config_loads_and_every_type_is_registered(path):
     assert cfg.default_scope == 'visionzoo'
     for key in ('model', 'train_dataloader', 'val_dataloader', 'test_dataloader', 'optim_wrapper', 'train_cfg'):
         assert key in cfg, key
-    check_types(cfg, path)
+    # also every argument name and schedule value (issue 19); no top-level key looks like a misspelling
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', ConfigWarning)
+        check_types(cfg, path)
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=lambda p: os.path.relpath(p, ROOT))
