@@ -1,4 +1,6 @@
 """TimmBackbone: any timm model as a dense backbone from config; Vim + SimpleFeaturePyramid as in ViTDet."""
+import re
+
 import pytest
 import torch
 
@@ -103,3 +105,17 @@ def test_out_norm_spellings():
         assert [m.weight.shape[0] for m in backbone.out_norms] == backbone.out_channels
         assert [k for k in backbone.state_dict() if k.startswith('out_norms.')] == [
             'out_norms.0.weight', 'out_norms.0.bias', 'out_norms.1.weight', 'out_norms.1.bias']
+
+
+@pytest.mark.parametrize('shape', [(0, 3, 32, 32), (3, 32, 32), (1, 1, 32, 32), (1, 3, 1, 32, 32)])
+def test_vim_rejects_empty_batch_and_non_image_input(shape):
+    import timm
+    classifier = timm.create_model('vim_tiny', depth=1, img_size=32).eval()
+    backbone = MODELS.build(dict(type='TimmBackbone', model_name='vim_tiny', depth=1, out_indices=(0,),
+                                 img_size=32)).eval()
+    pattern = (rf'^VisionMamba\(x=tensor of shape {re.escape(str(shape))}\): expected images of shape '
+               r'\(B, 3, H, W\) with B >= 1$')
+    for forward in (classifier, classifier.forward_intermediates, backbone):
+        with pytest.raises(ArgumentError, match=pattern):
+            forward(torch.randn(*shape))
+    assert backbone(torch.randn(1, 3, 32, 32))[0].shape == (1, 192, 2, 2)

@@ -49,6 +49,23 @@ def _load_error_summary(error: Exception, limit: int = 400) -> str:
     return text if len(text) <= limit else text[:limit] + ' ...'
 
 
+_FEATURE_ONLY_KWARGS = ('features_only', 'out_indices', 'feature_cls', 'feature_cfg', 'flatten_sequential',
+                        'feature_location', 'output_fmt')
+
+
+def _feature_dropped_keys(model_name: str, kwargs: dict) -> set:
+    """The state_dict keys of the full (classifier) model that its ``features_only`` model lacks.
+
+    A ``features_only`` model's pretrained weights are loaded into the model before any feature wrapper and with
+    the full model's key names (timm builds some families, e.g. EfficientNet, as a separate feature class without
+    ``conv_head``/``bn2``), so an unexpected key of a full classifier checkpoint is a dropped module exactly when
+    the full model, built with the same arguments, has it.
+    """
+    full_kwargs = {k: v for k, v in kwargs.items() if k not in _FEATURE_ONLY_KWARGS}
+    full = timm.create_model(model_name, pretrained=False, **full_kwargs)
+    return set(full.state_dict())
+
+
 def create_timm_model(model_name: str, pretrained: Union[bool, str] = False, *, owner: str = 'create_timm_model',
                       arg_prefix: str = '', **kwargs) -> nn.Module:
     """``timm.create_model`` with errors that name the argument.
@@ -57,7 +74,9 @@ def create_timm_model(model_name: str, pretrained: Union[bool, str] = False, *, 
     ``checkpoint_filter_fn`` (``pretrained_cfg_overlay=dict(file=path)``), so official checkpoints work too. The
     load is strict except for the classifier: timm loads non-strictly whenever the head differs (always for
     ``num_classes=0`` and ``features_only``) and only logs what it skipped, which would leave a backbone silently
-    random; here any other missing or unexpected key is a :class:`CheckpointError`.
+    random; here any other missing or unexpected key is a :class:`CheckpointError`. With ``features_only``, a full
+    classifier checkpoint also loads: the keys of the modules the feature model drops (e.g. EfficientNet's
+    ``conv_head``/``bn2``) are accepted, and only those.
 
     Errors start with ``owner(arg_prefix + argument=...)``: ``TimmBackbone(model_name='vann_b0'): unknown timm
     model; close matches: van_b0``, ``ImageClassifier(backbone.pretrained=...): ...``.
@@ -91,6 +110,11 @@ def create_timm_model(model_name: str, pretrained: Union[bool, str] = False, *, 
     head = tuple(name + '.' for name in _classifier_names(model_name))
     missing = [k for k in report.missing if not k.startswith(head)]
     unexpected = [k for k in report.unexpected if not k.startswith(head)]
+    if unexpected and kwargs.get('features_only'):
+        # a full classifier checkpoint: the keys of the modules the feature model lacks (full model's keys minus
+        # the feature model's, e.g. EfficientNet's conv_head/bn2) may be dropped; nothing else
+        dropped = _feature_dropped_keys(model_name, kwargs)
+        unexpected = [k for k in unexpected if k not in dropped]
     if missing or unexpected:
         def listed(keys):
             return ', '.join(keys[:8]) + (f' (+{len(keys) - 8} more)' if len(keys) > 8 else '')

@@ -32,6 +32,7 @@ from timm.models._features import feature_take_indices
 
 from ..layers.pos_embed import resample_grid_tokens
 from ..ops import causal_conv1d, selective_scan
+from ..utils.errors import ArgumentError
 from ..utils.options import argument_error
 from ._checkpoint import unwrap_state_dict
 from ._contract import ClassifierMixin, check_output_fmt
@@ -149,8 +150,18 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
         """(B, C, H, W) -> row-major tokens (B, gh * gw, embed_dim) and the grid (gh, gw)."""
+        _check_images(x.shape, self.proj.in_channels)
         grid = _token_grid(x.shape[-2], x.shape[-1], self.patch_size, self.stride)
         return self.proj(x).flatten(2).transpose(1, 2), grid
+
+
+@torch.fx.wrap
+@register_notrace_function
+def _check_images(shape: torch.Size, in_chans: int) -> None:
+    """ArgumentError unless ``shape`` is (B, in_chans, H, W) with B >= 1 (H and W are checked by _token_grid)."""
+    if len(shape) != 4 or shape[0] < 1 or shape[1] != in_chans:
+        raise ArgumentError(f'VisionMamba(x=tensor of shape {tuple(shape)}): expected images of shape '
+                            f'(B, {in_chans}, H, W) with B >= 1')
 
 
 @torch.fx.wrap

@@ -14,11 +14,13 @@ Choice of path: the ``backend`` argument if given, else the environment variable
 (``triton``, ``torch``, ``reference`` or ``auto``), else ``auto`` (Triton for CUDA tensors when available, PyTorch
 otherwise).
 """
+import math
 import numbers
 from typing import Optional, Sequence, Tuple, Union
 
 import torch as _torch  # ``torch`` names the sibling module .torch in this package
 
+from ...utils.errors import ArgumentError
 from .._dispatch import pick_backend, triton_path
 from .reference import neighborhood_attention_reference
 from .torch import neighborhood_attention_torch
@@ -41,7 +43,16 @@ def triton_available() -> bool:
     return _triton() is not None
 
 
-def _per_axis(name: str, value, rank: int, kind: type, minimum: Optional[int] = None) -> tuple:
+def _rank_hint(q_shape: tuple, rank: int, other_rank) -> str:
+    """Why a per-axis argument for ``other_rank`` spatial axes does not fit ``q`` (the rank comes from q.dim())."""
+    if other_rank not in _LAYOUTS or other_rank == rank:
+        return ''
+    missing = ' (is the heads axis missing?)' if other_rank > rank else ''
+    return (f'; q of shape {q_shape} is {rank}-D attention {_LAYOUTS[rank]}, {other_rank}-D attention takes q of '
+            f'shape {_LAYOUTS[other_rank]}{missing}')
+
+
+def _per_axis(name: str, value, rank: int, kind: type, minimum: Optional[int] = None, q_shape: tuple = ()) -> tuple:
     """``value`` (one for every axis, or a tuple of ``rank``) as a tuple, validated (ValueError naming ``name``)."""
     what = 'a bool' if kind is bool else f'an int >= {minimum}'
     values = tuple(value) if isinstance(value, Sequence) else (value,) * rank
@@ -49,8 +60,9 @@ def _per_axis(name: str, value, rank: int, kind: type, minimum: Optional[int] = 
         isinstance(x, bool) if kind is bool else
         (isinstance(x, numbers.Integral) and not isinstance(x, bool) and x >= minimum) for x in values)
     if not ok:
-        raise ValueError(f'{name} must be {what} or a tuple of {rank} such values (one per spatial axis), '
-                         f'got {value!r}')
+        hint = _rank_hint(q_shape, rank, len(values)) if isinstance(value, Sequence) else ''
+        raise ArgumentError(f'{name} must be {what} or a tuple of {rank} such values (one per spatial axis), '
+                            f'got {value!r}{hint}')
     return tuple(kind(x) for x in values)
 
 
@@ -76,9 +88,9 @@ def _validate(q, k, v, kernel_size, dilation, is_causal, rpb, scale):
         if t.dtype != q.dtype or t.device != q.device:
             raise ValueError(f'{name} must have the dtype and device of q ({q.dtype}, {q.device}), '
                              f'got ({t.dtype}, {t.device})')
-    kernel = _per_axis('kernel_size', kernel_size, rank, int, 1)
-    dil = _per_axis('dilation', dilation, rank, int, 1)
-    causal = _per_axis('is_causal', is_causal, rank, bool)
+    kernel = _per_axis('kernel_size', kernel_size, rank, int, 1, tuple(q.shape))
+    dil = _per_axis('dilation', dilation, rank, int, 1, tuple(q.shape))
+    causal = _per_axis('is_causal', is_causal, rank, bool, q_shape=tuple(q.shape))
     spatial = tuple(q.shape[1:1 + rank])
     for axis, (n, ks, d) in enumerate(zip(spatial, kernel, dil)):
         if ks * d > n:
@@ -90,7 +102,8 @@ def _validate(q, k, v, kernel_size, dilation, is_causal, rpb, scale):
             raise ValueError(f'rpb must be a torch.Tensor of shape (heads, 2k-1, ...)={expected}, '
                              f'got {type(rpb).__name__}')
         if tuple(rpb.shape) != expected:
-            raise ValueError(f'rpb must have shape (heads, 2k-1, ...)={expected}, got {tuple(rpb.shape)}')
+            raise ArgumentError(f'rpb must have shape (heads, 2k-1, ...)={expected}, got {tuple(rpb.shape)}'
+                                + _rank_hint(tuple(q.shape), rank, rpb.dim() - 1))
         if rpb.is_complex() or rpb.dtype not in _FLOATS:
             raise ValueError(f'rpb must have a real floating dtype, got {rpb.dtype}')
         if rpb.device != q.device:
@@ -98,7 +111,9 @@ def _validate(q, k, v, kernel_size, dilation, is_causal, rpb, scale):
     if scale is None:
         scale = q.shape[-1] ** -0.5
     elif not isinstance(scale, numbers.Real) or isinstance(scale, bool):
-        raise ValueError(f'scale must be a real number or None, got {scale!r}')
+        raise ArgumentError(f'scale must be a real number or None, got {scale!r}')
+    elif not math.isfinite(scale):
+        raise ArgumentError(f'scale must be a finite real number or None, got {scale!r}')
     return kernel, dil, causal, float(scale)
 
 
