@@ -60,6 +60,8 @@ def _build_args(tiny_shapes, tmp_path):
         (HOOKS, 'EvalProgressHook'): dict(),
         (HOOKS, 'MetricTableHook'): dict(),
         (HOOKS, 'PredictionDrawHook'): dict(show_dir=str(tmp_path / 'show')),
+        (HOOKS, 'CheckpointHook'): dict(interval=1, max_keep_ckpts=2),
+        (HOOKS, 'CheckpointKeysHook'): dict(ignore_keys=['head\\.']),
         (LOOPS, 'EpochBasedTrainLoop'): dict(runner=SimpleNamespace(visualizer=SimpleNamespace()),
                                              dataloader=torch.utils.data.DataLoader(list(range(4))), max_epochs=2),
         (OPTIM_WRAPPERS, 'CPUAmpOptimWrapper'): dict(optimizer=torch.optim.SGD(model.parameters(), lr=0.1)),

@@ -8,9 +8,11 @@ from .hooks import EvalProgressHook, MetricTableHook, PredictionDrawHook
 from .loops import EpochBasedTrainLoop
 from .optim import (CPUAmpOptimWrapper, GuardedAmpOptimWrapper, GuardedOptimWrapper, NonFiniteLossGuard,
                     amp_optim_wrapper_type)
+from .resume import CheckpointHook, CheckpointKeysHook, resolve_last_checkpoint
 
 __all__ = [
     'safe_load', 'runner_safe_globals', 'load_state_dict_file', 'install_checkpoint_loader', 'CPUAmpOptimWrapper',
     'GuardedOptimWrapper', 'GuardedAmpOptimWrapper', 'NonFiniteLossGuard', 'amp_optim_wrapper_type',
-    'EvalProgressHook', 'MetricTableHook', 'PredictionDrawHook', 'EpochBasedTrainLoop',
+    'EvalProgressHook', 'MetricTableHook', 'PredictionDrawHook', 'EpochBasedTrainLoop', 'CheckpointHook',
+    'CheckpointKeysHook', 'resolve_last_checkpoint',
 ]

@@ -162,7 +162,7 @@ _RUNNER_KEYS = frozenset({
     'auto_scale_lr', 'optim_wrapper', 'param_scheduler', 'val_evaluator', 'test_evaluator', 'default_hooks',
     'custom_hooks', 'data_preprocessor', 'load_from', 'resume', 'launcher', 'env_cfg', 'log_processor', 'log_level',
     'visualizer', 'default_scope', 'randomness', 'experiment_name', 'model_wrapper_cfg', 'compile', 'runner_type',
-    'strategy', 'custom_imports'})
+    'strategy', 'custom_imports', 'load_from_ignore_keys'})
 # keys a builder takes out of a dict before calling the class, by the dotted path of the dict
 _BUILDER_KEYS = {'optim_wrapper': {'constructor', 'paramwise_cfg'}}
 # keys of an untyped dataloader dict: mmengine's Runner.build_dataloader takes these out, the rest goes to DataLoader

@@ -13,9 +13,11 @@ from mmengine.config import Config
 from ..utils.errors import CheckpointError, ConfigError
 from .checkpoint import install_checkpoint_loader
 from .optim import NONFINITE_LOSS_MODES, amp_optim_wrapper_type
+from .resume import resolve_last_checkpoint
 
 __all__ = ['existing_checkpoints', 'check_work_dir', 'resolve_work_dir', 'setup_train_cfg', 'setup_test_cfg',
-           'adapt_to_device', 'init_cpu_distributed', 'use_visionzoo_runner_parts', 'use_guarded_optim_wrapper']
+           'adapt_to_device', 'init_cpu_distributed', 'use_visionzoo_runner_parts', 'use_guarded_optim_wrapper',
+           'use_checkpoint_checks']
 
 
 def resolve_work_dir(cfg, work_dir: Optional[str], config_path: str) -> None:
@@ -84,6 +86,15 @@ def use_visionzoo_runner_parts(cfg: Config) -> None:
     if train_cfg and 'type' not in train_cfg and train_cfg.get('by_epoch', True):
         train_cfg.pop('by_epoch', None)
         train_cfg['type'] = 'EpochBasedTrainLoop'
+
+
+def use_checkpoint_checks(cfg: Config) -> None:
+    """Check ``load_from``/``--resume`` checkpoints against the model before anything is restored
+    (:class:`~visionzoo.engine.resume.CheckpointKeysHook`, with the config's ``load_from_ignore_keys``)."""
+    hooks = list(cfg.get('custom_hooks') or [])
+    if not any(isinstance(h, dict) and str(h.get('type', '')).endswith('CheckpointKeysHook') for h in hooks):
+        hooks.append(dict(type='CheckpointKeysHook', ignore_keys=cfg.get('load_from_ignore_keys')))
+    cfg.custom_hooks = hooks
 
 
 _GUARDED = {'OptimWrapper': 'GuardedOptimWrapper', 'AmpOptimWrapper': 'GuardedAmpOptimWrapper'}
@@ -156,15 +167,15 @@ def setup_train_cfg(cfg: Config, work_dir: Optional[str], resume, amp: bool, lau
         check_work_dir(cfg.work_dir, resume=False)
         cfg.resume = False
     elif resume == 'auto':
-        if not existing_checkpoints(cfg.work_dir):
-            raise CheckpointError(f'--resume: no checkpoint to resume from in work dir {cfg.work_dir}')
-        cfg.resume, cfg.load_from = True, None
+        # resolved here, relative to this work dir (mmengine would follow the marker's absolute path)
+        cfg.resume, cfg.load_from = True, resolve_last_checkpoint(cfg.work_dir)
     else:
         # a missing file fails here; its contents are checked once, by the loader, when the Runner resumes
         if not os.path.isfile(resume):
             raise CheckpointError(f'--resume: checkpoint file not found: {resume}')
         cfg.resume, cfg.load_from = True, resume
     use_visionzoo_runner_parts(cfg)
+    use_checkpoint_checks(cfg)
     if amp:
         optim_wrapper = cfg.setdefault('optim_wrapper', {})
         optim_wrapper.update(amp_optim_wrapper_type(torch.cuda.is_available()))
