@@ -127,3 +127,29 @@ def test_runner_setup_substitutes_guarded_wrappers_and_moves_the_old_option():
         use_guarded_optim_wrapper(_cfg(nonfinite_loss='ignore'))
     with pytest.raises(ConfigError, match="type='MyWrapper' has no non-finite-loss guard"):
         use_guarded_optim_wrapper(_cfg(type='MyWrapper', nonfinite_loss='skip'))
+
+
+def test_skip_stops_after_max_consecutive_skips():
+    """'skip' must not "train" to the end on NaN only: a finite loss resets the count, N in a row stop the run."""
+    model, batch = _model_and_batch('classifier')
+    wrapper = GuardedOptimWrapper(optimizer=torch.optim.SGD(model.parameters(), lr=0.1), nonfinite_loss='skip',
+                                  max_consecutive_skips=3)
+    real_forward = model.forward
+    poisoned = [False]
+    model.forward = lambda inputs, *a, **k: real_forward(inputs * (float('inf') if poisoned[0] else 1.0), *a, **k)
+
+    def step(bad):
+        poisoned[0] = bad
+        return model.train_step(batch(), wrapper)
+
+    for bad in (True, True, False, True, True):  # never 3 in a row
+        if bad:
+            with pytest.warns(UserWarning, match='skipping this batch'):
+                step(True)
+        else:
+            step(False)
+    with pytest.raises(NonFiniteLossError, match=r'3 batches in a row .*max_consecutive_skips=3'):
+        step(True)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ConfigError, match='max_consecutive_skips: expected a positive int'):
+            GuardedOptimWrapper(optimizer=torch.optim.SGD(model.parameters(), lr=0.1), max_consecutive_skips=bad)

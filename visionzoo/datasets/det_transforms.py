@@ -17,7 +17,8 @@ from ..registry import FUNCTIONS, TRANSFORMS
 from ..utils.errors import ConfigError, DatasetError
 from .image_io import read_rgb8
 
-__all__ = ['LoadImageFromFile', 'LoadAnnotations', 'Resize', 'RandomFlip', 'PackDetInputs', 'det_collate']
+__all__ = ['LoadImageFromFile', 'LoadAnnotations', 'Resize', 'RandomFlip', 'PackDetInputs', 'det_collate',
+           'pack_image_and_meta']
 
 
 @TRANSFORMS.register_module()
@@ -71,20 +72,28 @@ def _decode_mask(segm, h: int, w: int) -> Optional[np.ndarray]:
 @TRANSFORMS.register_module()
 class LoadAnnotations:
     """Instance annotations of the record: labels and ignore flags always, boxes with ``with_bbox``, masks decoded
-    at the original image size with ``with_mask``.
+    at the original image size with ``with_mask``; and, when the record has a ``seg_map_path`` (a segmentation
+    record), the semantic label map ``gt_seg_map`` (see :func:`~visionzoo.datasets.seg_transforms.load_seg_map`;
+    ``reduce_zero_label=None`` takes the record's). A segmentation record without ``instances`` gets no box keys.
 
     As in mmdet, an instance whose polygons all have fewer than 3 points becomes ignored (``gt_ignore_flags``).
     An instance without any segmentation while ``with_mask=True`` raises a DatasetError.
     """
 
-    def __init__(self, with_bbox: bool = True, with_mask: bool = False):
+    def __init__(self, with_bbox: bool = True, with_mask: bool = False, reduce_zero_label: Optional[bool] = None):
         self.with_bbox = with_bbox
         self.with_mask = with_mask
+        self.reduce_zero_label = reduce_zero_label
 
     def __call__(self, results: dict) -> dict:
         if 'scale_factor' in results:
             raise ConfigError('pipeline: LoadAnnotations must come before Resize (annotations are in original '
                               'image pixels)')
+        if 'seg_map_path' in results:
+            from .seg_transforms import load_seg_map  # seg_transforms builds on this module
+            load_seg_map(results, self.reduce_zero_label)
+            if 'instances' not in results:
+                return results
         instances = results.get('instances', [])
         if self.with_bbox:
             results['gt_bboxes'] = np.array([i['bbox'] for i in instances], dtype=np.float32).reshape(-1, 4)
@@ -108,7 +117,8 @@ class LoadAnnotations:
         return results
 
     def __repr__(self) -> str:
-        return f'LoadAnnotations(with_bbox={self.with_bbox}, with_mask={self.with_mask})'
+        return (f'LoadAnnotations(with_bbox={self.with_bbox}, with_mask={self.with_mask}, '
+                f'reduce_zero_label={self.reduce_zero_label})')
 
 
 def _pair(value, name: str) -> Tuple[int, int]:
@@ -128,7 +138,7 @@ class Resize:
     ``(1333, 800)`` means long side <= 1333 and short side <= 800), new sizes rounded as mmcv's ``rescale_size``
     (``int(w * s + 0.5)``); otherwise it is resized to exactly ``scale = (width, height)``. ``scale_factor`` is
     ``(new_w / old_w, new_h / old_h)``, multiplied into an earlier resize's factor. Boxes are scaled and clipped to
-    the new image; masks are resized with nearest-neighbour interpolation.
+    the new image; masks and the semantic label map ``gt_seg_map`` are resized with nearest-neighbour interpolation.
     """
 
     def __init__(self, scale=(1333, 800), keep_ratio: bool = True):
@@ -160,6 +170,8 @@ class Resize:
             masks = results['gt_masks']
             resized = [cv2.resize(m, (new_w, new_h), interpolation=cv2.INTER_NEAREST) for m in masks]
             results['gt_masks'] = np.stack(resized) if resized else np.zeros((0, new_h, new_w), np.uint8)
+        if 'gt_seg_map' in results and (new_w, new_h) != (w, h):
+            results['gt_seg_map'] = cv2.resize(results['gt_seg_map'], (new_w, new_h), interpolation=cv2.INTER_NEAREST)
         return results
 
     def __repr__(self) -> str:
@@ -168,7 +180,8 @@ class Resize:
 
 @TRANSFORMS.register_module()
 class RandomFlip:
-    """Flip image, boxes and masks with probability ``prob`` along ``direction`` ('horizontal' or 'vertical')."""
+    """Flip image, boxes, masks and ``gt_seg_map`` with probability ``prob`` along ``direction`` ('horizontal' or
+    'vertical')."""
 
     def __init__(self, prob: float = 0.5, direction: str = 'horizontal'):
         if isinstance(prob, bool) or not isinstance(prob, (int, float)) or not 0.0 <= prob <= 1.0:
@@ -197,10 +210,29 @@ class RandomFlip:
         if 'gt_masks' in results:
             masks = results['gt_masks']
             results['gt_masks'] = np.ascontiguousarray(masks[:, :, ::-1] if horizontal else masks[:, ::-1])
+        if 'gt_seg_map' in results:
+            seg = results['gt_seg_map']
+            results['gt_seg_map'] = np.ascontiguousarray(seg[:, ::-1] if horizontal else seg[::-1])
         return results
 
     def __repr__(self) -> str:
         return f'RandomFlip(prob={self.prob}, direction={self.direction!r})'
+
+
+def pack_image_and_meta(results: dict, meta_keys: Sequence[str], defaults: dict) -> Tuple[torch.Tensor, dict]:
+    """The image as a (3, h, w) uint8 tensor and the ``meta_keys`` of ``results`` (``defaults[key]`` for absent
+    ones that have a default; ``img_shape`` always the image's): what every ``Pack*Inputs`` transform starts with."""
+    img = results['img']
+    inputs = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+    sample = {}
+    for key in meta_keys:
+        if key in results:
+            sample[key] = results[key]
+        elif key in defaults:
+            sample[key] = defaults[key]
+    if 'img_shape' in meta_keys:
+        sample['img_shape'] = tuple(img.shape[:2])
+    return inputs, sample
 
 
 @TRANSFORMS.register_module()
@@ -220,16 +252,7 @@ class PackDetInputs:
         self.meta_keys = tuple(meta_keys)
 
     def __call__(self, results: dict) -> dict:
-        img = results['img']
-        inputs = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
-        sample = {}
-        for key in self.meta_keys:
-            if key in results:
-                sample[key] = results[key]
-            elif key in self.DEFAULTS:
-                sample[key] = self.DEFAULTS[key]
-        if 'img_shape' in self.meta_keys:
-            sample['img_shape'] = tuple(img.shape[:2])
+        inputs, sample = pack_image_and_meta(results, self.meta_keys, self.DEFAULTS)
         n = len(results['gt_bboxes_labels'] if 'gt_bboxes_labels' in results else results.get('gt_bboxes', ()))
         ignore = results.get('gt_ignore_flags', np.zeros(n, dtype=bool))
         keep = ~ignore

@@ -4,7 +4,8 @@ Non-finite losses: mmengine's ``train_step`` (``BaseModel``'s, and ``MMDistribut
 with ``optim_wrapper.update_params(loss)``, so the guard lives there and covers every model type. It checks the
 summed loss before the backward pass: ``nonfinite_loss='stop'`` (default) raises :class:`NonFiniteLossError` naming
 the iteration and every loss term, so neither the weights nor any saved checkpoint become NaN; ``'skip'`` warns and
-drops that batch (no backward pass, no optimizer step). Under DDP the ranks first agree (one all-reduce of a flag),
+drops that batch (no backward pass, no optimizer step) and stops after ``max_consecutive_skips`` non-finite losses in a
+row (default 10: a run that only produces NaN would otherwise "train" to the end). Under DDP the ranks first agree (one all-reduce of a flag),
 so all of them stop or skip together instead of hanging in the gradient all-reduce. The loss terms for the message
 come from the model's loss dict, caught by a forward hook held only inside :meth:`optim_context`.
 
@@ -49,13 +50,21 @@ class NonFiniteLossGuard:
 
     Args:
         nonfinite_loss: ``'stop'`` raises :class:`NonFiniteLossError`; ``'skip'`` warns and skips the batch.
+        max_consecutive_skips: with ``'skip'``, raise :class:`NonFiniteLossError` when this many batches in a row
+            had a non-finite loss.
     """
 
-    def __init__(self, *args, nonfinite_loss: str = 'stop', **kwargs):
+    def __init__(self, *args, nonfinite_loss: str = 'stop', max_consecutive_skips: int = 10, **kwargs):
         if nonfinite_loss not in NONFINITE_LOSS_MODES:
             raise ConfigError(f"optim_wrapper.nonfinite_loss: expected 'stop' or 'skip', got {nonfinite_loss!r}")
+        if isinstance(max_consecutive_skips, bool) or not isinstance(max_consecutive_skips, int) or \
+                max_consecutive_skips < 1:
+            raise ConfigError(f'optim_wrapper.max_consecutive_skips: expected a positive int, got '
+                              f'{max_consecutive_skips!r}')
         super().__init__(*args, **kwargs)
         self.nonfinite_loss = nonfinite_loss
+        self.max_consecutive_skips = max_consecutive_skips
+        self._skipped_in_a_row = 0
         self._loss_terms: Optional[dict] = None
 
     def _catch_loss_dict(self, module, args, output) -> None:
@@ -83,6 +92,7 @@ class NonFiniteLossGuard:
         else:
             local_bad = None
         if not bool(bad):
+            self._skipped_in_a_row = 0
             super().update_params(loss, step_kwargs=step_kwargs, zero_kwargs=zero_kwargs)
             return
         hub = MessageHub.get_current_instance()
@@ -97,6 +107,12 @@ class NonFiniteLossGuard:
             raise NonFiniteLossError(
                 f'non-finite loss at {where}: {what}; stopped before the optimizer step (the weights and saved '
                 f"checkpoints are finite). Lower the learning rate, or set optim_wrapper.nonfinite_loss='skip'")
+        self._skipped_in_a_row += 1
+        if self._skipped_in_a_row >= self.max_consecutive_skips:
+            raise NonFiniteLossError(
+                f'non-finite loss at {where}: {what}; {self._skipped_in_a_row} batches in a row had a non-finite loss '
+                f'(optim_wrapper.max_consecutive_skips={self.max_consecutive_skips}), stopped. Lower the learning '
+                f'rate or check the data')
         warnings.warn(f'non-finite loss at {where}: {what}; skipping this batch (no backward pass, no optimizer step)')
         # count the batch, so gradient-accumulation windows stay aligned with the iterations
         self._inner_count += 1
