@@ -341,6 +341,7 @@ BAD_ANNOTATIONS = {  # name: (edit, expected id text, expected reason)
     'duplicate id': (_set_ann(6, id=5), 'annotation id 5', 'repeats the id'),
     'image size missing': (lambda c: c['images'][1].pop('width'), 'image id 2', 'width=None'),
     'image id not int': (lambda c: c['images'][1].update(id='2'), "image entry #1", "no integer 'id'"),
+    'image id repeated': (lambda c: c['images'][1].update(id=1), 'image id 1', "repeats the id of entry #0"),
 }
 
 
@@ -356,14 +357,16 @@ def test_bad_record_names_file_and_id(tiny_shapes, tmp_path, case):
     with pytest.warns(UserWarning) as record:
         ds = CocoDataset(path, on_invalid='skip', **kw)
     assert path in str(record[0].message) and id_text in str(record[0].message)
-    # an image without an integer id cannot be matched: its annotations are reported as orphans
+    # an image without an integer id (or a repeated one) cannot be matched: its annotations are reported as orphans
     orphans = sum(a['image_id'] == 2 for a in _json(tiny_shapes['det_train_ann'])['annotations'])
-    assert len(record) == 1 + (orphans if case == 'image id not int' else 0)
+    assert len(record) == 1 + (orphans if case in ('image id not int', 'image id repeated') else 0)
     good = CocoDataset(tiny_shapes['det_train_ann'], **kw)
     n_good = sum(len(good.get_data_info(i)['instances']) for i in range(len(good)))
     n_left = sum(len(ds.get_data_info(i)['instances']) for i in range(len(ds)))
     if case.startswith('image '):  # the image goes, with its annotations
         assert len(ds) == len(good) - 1 and 2 not in [ds.get_data_info(i)['img_id'] for i in range(len(ds))]
+        if case == 'image id repeated':  # the first image with the id stays, with all its annotations
+            assert ds.get_data_info(0) == good.get_data_info(0)
     else:
         assert len(ds) == len(good) and n_left == n_good - 1
 

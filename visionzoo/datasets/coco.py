@@ -202,15 +202,19 @@ class CocoDataset(SampleDataset):
     def _parse(self, data: dict) -> List[dict]:
         records: Dict[int, dict] = {}
         dropped_images = set()
+        first_entry: Dict[int, int] = {}
         for i, img in enumerate(data['images']):
             img_id = img.get('id') if isinstance(img, dict) else None
             if not _is_int(img_id):
                 self._invalid(f"{self.ann_file}: image entry #{i} {str(img)[:80]} has no integer 'id'")
                 continue
             problem = self._image_problem(img)
-            if problem is None and (img_id in records or img_id in dropped_images):
-                problem = 'repeats the id of an earlier image (expected unique image ids)'
-                records.pop(img_id, None)  # its annotations could belong to either image
+            if problem is None and img_id in first_entry:
+                # the earlier entry (kept, or already reported) owns the id and its annotations
+                self._invalid(f"{self.ann_file}: image id {img_id} (entry #{i} of 'images') repeats the id of entry "
+                              f"#{first_entry[img_id]} (expected unique image ids); the earlier entry is kept")
+                continue
+            first_entry.setdefault(img_id, i)
             if problem is not None:
                 self._invalid(f"{self.ann_file}: image id {img_id} (entry #{i} of 'images') {problem}")
                 dropped_images.add(img_id)
