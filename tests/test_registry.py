@@ -12,6 +12,7 @@ from visionzoo.registry import (ALL_REGISTRIES, DATA_SAMPLERS, DATASETS, FUNCTIO
 def _build_args(tiny_shapes, tmp_path):
     """Config (without ``type``) for every registered type; a new type must be added here to be tested."""
     model = torch.nn.Linear(2, 2)
+    eval_runner = SimpleNamespace(build_evaluator=lambda e: e)
     det_backbone = dict(type='TimmBackbone', model_name='resnet10t', out_indices=(2, 3, 4))
     return {
         (MODELS, 'ImageClassifier'): dict(backbone=dict(model_name='resnet10t'),
@@ -64,6 +65,10 @@ def _build_args(tiny_shapes, tmp_path):
         (HOOKS, 'CheckpointKeysHook'): dict(ignore_keys=['head\\.']),
         (LOOPS, 'EpochBasedTrainLoop'): dict(runner=SimpleNamespace(visualizer=SimpleNamespace()),
                                              dataloader=torch.utils.data.DataLoader(list(range(4))), max_epochs=2),
+        (LOOPS, 'ValLoop'): dict(runner=eval_runner, dataloader=torch.utils.data.DataLoader(list(range(4))),
+                                 evaluator=[]),
+        (LOOPS, 'TestLoop'): dict(runner=eval_runner, dataloader=torch.utils.data.DataLoader(list(range(4))),
+                                  evaluator=[]),
         (OPTIM_WRAPPERS, 'CPUAmpOptimWrapper'): dict(optimizer=torch.optim.SGD(model.parameters(), lr=0.1)),
         (OPTIM_WRAPPERS, 'GuardedOptimWrapper'): dict(optimizer=torch.optim.SGD(model.parameters(), lr=0.1)),
         (OPTIM_WRAPPERS, 'GuardedAmpOptimWrapper'): dict(optimizer=torch.optim.SGD(model.parameters(), lr=0.1)),

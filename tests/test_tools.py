@@ -204,3 +204,32 @@ def test_checkpoint_of_another_model_is_refused(trained, tmp_path):
 def test_malformed_cfg_options(trained):
     proc = run_tool('train.py', trained['cfg'], '--cfg-options', 'train_cfg.max_epochs')
     _assert_one_clear_error(proc, "malformed pair 'train_cfg.max_epochs'", 'key=value')
+
+
+def test_evaluation_drops_an_unreadable_image_instead_of_scoring_a_neighbour_twice(trained, tiny_shapes, tmp_path):
+    import shutil
+    corrupt, removed = tmp_path / 'corrupt', tmp_path / 'removed'
+    shutil.copytree(tiny_shapes['cls_val'], corrupt)
+    shutil.copytree(tiny_shapes['cls_val'], removed)
+    victim = sorted(os.listdir(corrupt / 'circle'))[0]
+    (corrupt / 'circle' / victim).write_bytes(b'not an image')
+    os.remove(removed / 'circle' / victim)
+    n = sum(len(files) for _, _, files in os.walk(corrupt))
+    ckpt = os.path.join(trained['work_dir'], 'epoch_6.pth')
+    results = {}
+    for name, root in (('corrupt', corrupt), ('removed', removed)):
+        extra = (f"test_dataloader = dict(batch_size=8, num_workers=0, persistent_workers=False, "
+                 f"dataset=dict(type='ImageFolderDataset', "
+                 f"data_root={str(root)!r}, pipeline=pipe, skip_corrupt=True, _delete_=True))\n")
+        cfg = tiny_cls_config(tmp_path, tiny_shapes, extra=extra, name=f'{name}.py')
+        out = tmp_path / f'{name}.json'
+        proc = run_tool('test.py', cfg, ckpt, '--work-dir', tmp_path / name, '--out', out, check=True)
+        top1 = float(re.search(r'\|\s*accuracy/top1\s*\|\s*([\d.]+)\s*\|', proc.stdout).group(1))
+        with open(out) as f:
+            paths = [os.path.relpath(p['img_path'], root) for p in json.load(f)]
+        results[name] = (top1, paths, proc.stdout + proc.stderr)
+    top1, paths, log = results['corrupt']
+    assert len(paths) == len(set(paths)) == n - 1  # the unreadable image is not scored, and nothing twice
+    assert top1 == results['removed'][0] and sorted(paths) == sorted(results['removed'][1])
+    assert f'1 unreadable image(s) skipped and not scored: the metrics cover {n - 1} of {n} images' in log
+    assert 'skipping unreadable image' in log and victim in log

@@ -88,6 +88,17 @@ class SampleDataset:
         self._source = source
         self._noun = noun
         self._bad = set()
+        self._drop_unreadable = False
+
+    @property
+    def skips_unreadable(self) -> bool:
+        """Whether unreadable samples are skipped (with a warning) instead of raising."""
+        return self._skip_unreadable
+
+    def drop_unreadable(self) -> None:
+        """For evaluation: ``dataset[i]`` of an unreadable sample returns ``None`` (warned) instead of the next
+        readable sample, which would then be scored twice. The evaluation loops drop those items and count them."""
+        self._drop_unreadable = True
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -101,6 +112,8 @@ class SampleDataset:
         for step in range(n):
             i = (idx + step) % n
             if i in self._bad:
+                if self._drop_unreadable:
+                    return None
                 continue
             try:
                 return self._prepare(i)
@@ -109,6 +122,10 @@ class SampleDataset:
                     raise DatasetError(f'{e}; set {self._skip_option} on the dataset to skip unreadable '
                                        f'{self._noun}s with a warning') from None
                 self._bad.add(i)
+                if self._drop_unreadable:
+                    warnings.warn(f'skipping unreadable {self._noun}: {e} ({self._skip_option}); it is not scored',
+                                  stacklevel=2)
+                    return None
                 warnings.warn(f'skipping unreadable {self._noun}: {e} ({self._skip_option}); using the next '
                               f'{self._noun}', stacklevel=2)
         raise DatasetError(f'{self._source}: none of the {n} {self._noun}s could be read (expected at least one '

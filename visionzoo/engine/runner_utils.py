@@ -71,7 +71,8 @@ def use_visionzoo_runner_parts(cfg: Config) -> None:
     - ``collate_fn=dict(type=NAME)``: the Runner looks NAME up in mmengine's root ``FUNCTIONS`` only, so a collate
       function registered by visionzoo (``det_collate``) gets its scope prefix.
     - ``train_cfg=dict(by_epoch=True, ...)`` without ``type``: the Runner instantiates mmengine's epoch loop
-      directly; it becomes ``type='EpochBasedTrainLoop'``, i.e. ours (it resumes inside an epoch).
+      directly; it becomes ``type='EpochBasedTrainLoop'``, i.e. ours (it resumes inside an epoch). Likewise
+      ``val_cfg``/``test_cfg`` become our ``ValLoop``/``TestLoop`` (they never score a sample twice).
     """
     from mmengine.registry import FUNCTIONS as ROOT_FUNCTIONS
 
@@ -86,6 +87,9 @@ def use_visionzoo_runner_parts(cfg: Config) -> None:
     if train_cfg and 'type' not in train_cfg and train_cfg.get('by_epoch', True):
         train_cfg.pop('by_epoch', None)
         train_cfg['type'] = 'EpochBasedTrainLoop'
+    for key, loop in (('val_cfg', 'ValLoop'), ('test_cfg', 'TestLoop')):
+        if isinstance(cfg.get(key), dict) and 'type' not in cfg[key] and cfg.get(key.replace('cfg', 'dataloader')):
+            cfg[key]['type'] = loop
 
 
 def use_checkpoint_checks(cfg: Config) -> None:
