@@ -13,6 +13,8 @@ Other dict keys go to the layer's constructor; ``requires_grad=False`` freezes a
 the factory cannot use is an :class:`~visionzoo.utils.errors.ArgumentError` naming the module and argument that
 carried it: ``FPN(norm='BatchNorm'): expected None or one of ['BN', 'GN', 'LN', 'SyncBN'] ...``.
 """
+import functools
+import warnings
 from collections.abc import Mapping
 from typing import Collection, Optional, Tuple, Union
 
@@ -21,7 +23,8 @@ from timm.layers import LayerNorm2d
 
 from ..utils.errors import ArgumentError
 
-__all__ = ['NORM_TYPES', 'ACT_TYPES', 'LAYER_TYPES', 'NormCfg', 'ActCfg', 'build_norm', 'build_act', 'norm_abbr']
+__all__ = ['NORM_TYPES', 'ACT_TYPES', 'LAYER_TYPES', 'NormCfg', 'ActCfg', 'build_norm', 'build_act', 'norm_abbr',
+           'single_value_batchnorm_uses_running_stats']
 
 NormCfg = Optional[Union[str, dict]]
 ActCfg = Optional[Union[str, dict]]
@@ -104,3 +107,41 @@ def norm_abbr(layer: nn.Module) -> str:
     if isinstance(layer, (nn.LayerNorm, LayerNorm2d)):
         return 'ln'
     raise TypeError(f'norm_abbr: expected a BatchNorm, GroupNorm or LayerNorm, got {type(layer).__name__}')
+
+
+_SINGLE_VALUE_FLAG = '_visionzoo_single_value_step'
+
+
+def _single_value_pre(name: str, state: dict, module: nn.Module, args) -> None:
+    x = args[0] if args else None
+    if module.training and module.running_mean is not None and x is not None and x.dim() >= 2 and \
+            x.numel() == x.shape[1]:
+        if not state['warned']:
+            warnings.warn(f'{name} (and maybe deeper BatchNorm layers): one value per channel in training (input '
+                          f'{tuple(x.shape)}: a batch of one image with a 1x1 feature map); running statistics are '
+                          f'used for such layers and steps, as in evaluation', stacklevel=2)
+            state['warned'] = True
+        setattr(module, _SINGLE_VALUE_FLAG, True)
+        module.training = False
+
+
+def _single_value_post(module: nn.Module, args, output) -> None:
+    if getattr(module, _SINGLE_VALUE_FLAG, False):
+        setattr(module, _SINGLE_VALUE_FLAG, False)
+        module.training = True
+
+
+def single_value_batchnorm_uses_running_stats(model: nn.Module) -> None:
+    """Let every BatchNorm of ``model`` run a training step on one value per channel.
+
+    ``nn.BatchNorm*`` refuses a training batch with one value per channel ("Expected more than 1 value per channel
+    when training"): a batch of one image whose deepest feature map is 1x1. Batch statistics of one value are
+    undefined (zero variance); such a call uses the layer's running statistics instead, as in evaluation, and does
+    not update them (one warning per model names the first such layer). Every other call is unchanged. Idempotent.
+    """
+    state = dict(warned=False)
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not getattr(module, '_visionzoo_guarded', False):
+            module.register_forward_pre_hook(functools.partial(_single_value_pre, name, state))
+            module.register_forward_hook(_single_value_post)
+            module._visionzoo_guarded = True

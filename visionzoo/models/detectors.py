@@ -26,6 +26,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 from torchvision.models.detection.rpn import RegionProposalNetwork
 
+from ..layers.norm_act import single_value_batchnorm_uses_running_stats
 from ..registry import MODELS
 from ..utils.errors import ArgumentError
 from ..utils.options import argument_error, merged_options
@@ -39,7 +40,9 @@ class BaseDetector(BaseModel):
     """Backbone + optional neck and the ``forward(mode=...)`` switch.
 
     Training uses mmengine's ``train_step``; NaN/inf losses are refused by the optimizer wrapper the tools use
-    (``optim_wrapper.nonfinite_loss``, :mod:`visionzoo.engine.optim`), for every model type and under DDP.
+    (``optim_wrapper.nonfinite_loss``, :mod:`visionzoo.engine.optim`), for every model type and under DDP. A
+    BatchNorm that sees one value per channel in training (one image with a 1x1 deepest map) uses its running
+    statistics for that step (:func:`~visionzoo.layers.norm_act.single_value_batchnorm_uses_running_stats`).
 
     Args:
         backbone: backbone config (e.g. ``dict(type='TimmBackbone', model_name='van_b0', out_indices=(1, 2, 3))``).
@@ -67,6 +70,8 @@ class BaseDetector(BaseModel):
 
     def forward(self, inputs: torch.Tensor, data_samples: Optional[List[dict]] = None, mode: str = 'tensor'):
         if mode == 'loss':
+            # a batch of one small image: 1x1 maps in the deepest levels
+            single_value_batchnorm_uses_running_stats(self)
             return self.loss(inputs, data_samples)
         if mode == 'predict':
             if self.training:
