@@ -1,6 +1,7 @@
 """Checkpoints load with weights_only=True, Runner checkpoints included; anything else is refused."""
 import os
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -60,9 +61,16 @@ def test_arbitrary_objects_are_refused(tmp_path, payload, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = str(tmp_path / 'evil.pth')
     torch.save({'x': payload}, path)
-    with pytest.raises(CheckpointError, match='evil.pth'):
+    with pytest.raises(CheckpointError, match='evil.pth') as err:
         safe_load(path)
     assert not (tmp_path / 'EVIL_MARKER').exists()
+    # the message names what was refused and why, and never relays torch's advice to load with weights_only=False
+    msg = str(err.value)
+    assert 'weights_only' not in msg and 'will likely succeed' not in msg, msg
+    expected = 'posix.system' if isinstance(payload, _Evil) else r"getattr\(ndarray, 'tofile'\)"
+    assert re.search(expected, msg), msg
+    if isinstance(payload, _Evil):
+        assert 'outside the allow-list' in msg and 'arbitrary code' in msg, msg
 
 
 def test_getattr_is_limited_to_history_buffer_statistics(tmp_path):

@@ -74,18 +74,39 @@ def safe_load(filename: str, map_location: Optional[Any] = 'cpu') -> Any:
         with torch.serialization.safe_globals(runner_safe_globals()):
             return torch.load(filename, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(
-            f'{filename}: not loadable as a weights-only checkpoint ({_reason(e)}). Expected a torch.save file '
-            f'of tensors (state_dict) or an mmengine Runner checkpoint.') from None
+        raise CheckpointError(f'{filename}: refused: {_refusal(filename, e)}. Expected a torch.save file of tensors '
+                              f'(a state_dict) or an mmengine Runner checkpoint; re-save only the state_dict of such '
+                              f'a file where you trust it') from None
     except Exception as e:  # truncated zip, text file, foreign pickle: torch raises many kinds
         raise CheckpointError(
             f'{filename}: not a PyTorch checkpoint ({_reason(e)}). Expected a file written by torch.save '
             f'(a state_dict, or a dict with a "state_dict"/"model" entry).') from None
 
 
+def _refusal(filename: str, e: BaseException) -> str:
+    """Why a weights-only load refused ``filename``: the globals outside the allow-list, by name (torch's own text
+    advises ``weights_only=False``, i.e. running the file's code, which we never do)."""
+    try:
+        found = torch.serialization.get_unsafe_globals_in_checkpoint(filename)
+    except Exception:  # not a zip checkpoint: fall back to the unpickler's reason
+        found = []
+    allowed = set()
+    for g in runner_safe_globals():
+        allowed.add(g[1] if isinstance(g, tuple) else f'{g.__module__}.{g.__qualname__}')
+    names = [n for n in found if n not in allowed]
+    if names:
+        shown = ', '.join(names[:5]) + (f', ... ({len(names)} in all)' if len(names) > 5 else '')
+        return (f'it holds objects of {shown}, outside the allow-list of a weights-only load (unpickling them could '
+                f'run arbitrary code)')
+    if 'getattr' in str(e):
+        return _reason(e)
+    return f'{_reason(e)} (outside the allow-list of a weights-only load)'
+
+
 def _reason(e: BaseException) -> str:
     """The informative line of a torch.load error (torch puts the unpickler's reason after a preamble)."""
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()
+             and not ln.startswith(('Weights only load failed', 'Check the documentation of torch.load'))]
     for i, ln in enumerate(lines):
         if 'WeightsUnpickler error:' in ln:
             rest = ln.split('WeightsUnpickler error:', 1)[1].strip()
