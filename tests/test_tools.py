@@ -100,6 +100,8 @@ def test_test_tool_reproduces_the_final_metric(trained, tmp_path):
     m = re.search(r'\|\s*accuracy/top1\s*\|\s*([\d.]+)\s*\|', proc.stdout)
     assert m, proc.stdout[-2000:]
     assert float(m.group(1)) == pytest.approx(final_top1, abs=1e-4)
+    tables = re.findall(r'\|\s*accuracy/top1\s*\|', proc.stdout + proc.stderr)
+    assert len(tables) == 1, (proc.stdout + proc.stderr)[-3000:]  # the table once, not once per hook and tool
     preds = json.loads(out.read_text())
     assert len(preds) == 24 and {'pred_label', 'pred_score', 'gt_label', 'img_path'} <= set(preds[0])
     top1 = 100.0 * sum(p['pred_label'] == p['gt_label'] for p in preds) / len(preds)

@@ -67,9 +67,15 @@ def format_metric_table(metrics: Dict[str, float], title: str = '') -> str:
 
 @HOOKS.register_module()
 class MetricTableHook(Hook):
-    """Logs the metrics of every validation and test run as a table."""
+    """Logs the metrics of every validation and (with ``test=True``) test run as a table.
+
+    ``tools/test.py`` prints the test table itself and sets ``test=False``, so the table appears once.
+    """
 
     priority = 'LOW'
+
+    def __init__(self, test: bool = True):
+        self.test = test
 
     def _log(self, runner, metrics, title):
         if metrics and runner.rank == 0:
@@ -79,7 +85,8 @@ class MetricTableHook(Hook):
         self._log(runner, metrics, f'val metrics (epoch {runner.epoch}, iter {runner.iter})')
 
     def after_test_epoch(self, runner, metrics=None) -> None:
-        self._log(runner, metrics, 'test metrics')
+        if self.test:
+            self._log(runner, metrics, 'test metrics')
 
 
 @HOOKS.register_module()

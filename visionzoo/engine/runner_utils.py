@@ -212,6 +212,9 @@ def setup_test_cfg(cfg: Config, work_dir: Optional[str], launcher: str, config_p
         evaluator = cfg.test_evaluator
         evaluator = list(evaluator) if isinstance(evaluator, (list, tuple)) else [evaluator]
         cfg.test_evaluator = evaluator + [dict(type='DumpPredictions', out_file=out)]
+    for hook in cfg.get('custom_hooks') or []:  # the tool prints the test table itself
+        if isinstance(hook, dict) and str(hook.get('type', '')).split('.')[-1] == 'MetricTableHook':
+            hook['test'] = False
     if show_dir:
         if os.path.isdir(show_dir) and os.listdir(show_dir):
             raise ConfigError(f'--show-dir: {show_dir} is not empty; choose a new or empty folder')
