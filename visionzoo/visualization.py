@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import torch
 
-__all__ = ['draw_prediction', 'draw_classification', 'draw_detection', 'class_color']
+__all__ = ['draw_prediction', 'draw_classification', 'draw_detection', 'class_color', 'place_tags']
 
 
 def _label(idx: int, classes: Optional[Sequence[str]]) -> str:
@@ -67,16 +67,44 @@ def draw_detection(img: np.ndarray, pred: dict, classes: Optional[Sequence[str]]
             m = m.astype(bool)
             out[m] = (out[m] * (1.0 - mask_alpha) + color * mask_alpha).round().astype(np.uint8)
     thickness = max(1, round(min(out.shape[:2]) / 300))
+    int_boxes = {i: tuple(int(round(v)) for v in boxes[i]) for i in keep}
     for i in keep:
-        color = class_color(int(labels[i]))
-        x1, y1, x2, y2 = (int(round(v)) for v in boxes[i])
-        cv2.rectangle(out, (x1, y1), (max(x1, x2 - 1), max(y1, y2 - 1)), color, thickness)
-        text = f'{_label(int(labels[i]), classes)} {scores[i]:.2f}'
-        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
-        ty = y1 - 2 if y1 - th - base - 2 >= 0 else y1 + th + 2  # above the box, or inside at the top edge
-        cv2.rectangle(out, (x1, ty - th - 2), (x1 + tw + 2, ty + base - 1), color, -1)
-        cv2.putText(out, text, (x1 + 1, ty - 1), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+        x1, y1, x2, y2 = int_boxes[i]
+        cv2.rectangle(out, (x1, y1), (max(x1, x2 - 1), max(y1, y2 - 1)), class_color(int(labels[i])), thickness)
+    texts = {i: f'{_label(int(labels[i]), classes)} {scores[i]:.2f}' for i in keep}
+    sizes = {i: cv2.getTextSize(texts[i], cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1) for i in keep}
+    best_first = keep[::-1]
+    tags = place_tags([int_boxes[i] for i in best_first],
+                      [(tw + 2, th + base + 1) for (tw, th), base in (sizes[i] for i in best_first)], out.shape[:2])
+    for i, (tx, ty, tw, th) in zip(best_first, tags):
+        cv2.rectangle(out, (tx, ty), (tx + tw - 1, ty + th - 1), class_color(int(labels[i])), -1)
+        cv2.putText(out, texts[i], (tx + 1, ty + sizes[i][0][1] + 1), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                    (255, 255, 255), 1, cv2.LINE_AA)
     return out
+
+
+def _overlap(a: tuple, b: tuple) -> bool:
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
+
+
+def place_tags(boxes: Sequence[tuple], sizes: Sequence[tuple], image_hw: tuple) -> list:
+    """Positions ``(x, y, w, h)`` for the label tags of ``boxes`` (xyxy, most important first), inside the image.
+
+    Each tag goes to the first of these places that lies in the image and covers no tag placed before it: above
+    the box's top-left corner, inside it at the top, below the box, inside at the bottom, then further up or down
+    in steps of the tag height; if none is free, above the box (overlap is then unavoidable). Tags are shifted
+    left when they would stick out on the right.
+    """
+    ih, iw = image_hw
+    placed = []
+    for (x1, y1, x2, y2), (w, h) in zip(boxes, sizes):
+        x = min(max(x1, 0), max(iw - w, 0))
+        candidates = [y1 - h, y1, y2, y2 - h]
+        candidates += [c for k in range(1, 4) for c in (y1 - h * (k + 1), y2 + h * k)]
+        spots = [(x, min(max(y, 0), max(ih - h, 0)), w, h) for y in candidates]
+        free = [t for t, y in zip(spots, candidates) if 0 <= y <= ih - h and not any(_overlap(t, p) for p in placed)]
+        placed.append(free[0] if free else spots[0])
+    return placed
 
 
 def draw_prediction(img: np.ndarray, pred: dict, classes: Optional[Sequence[str]] = None,

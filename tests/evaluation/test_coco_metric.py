@@ -418,6 +418,22 @@ def test_draw_detection_boxes_masks_and_threshold():
                                   draw_detection(img, pred, ('a', 'b', 'c')))
 
 
+def test_tags_stay_inside_the_image_and_do_not_overlap():
+    from visionzoo.visualization import place_tags
+    # three near-identical boxes at the top-left corner, one sticking out on the right, one at the bottom
+    boxes = [(0, 0, 40, 40), (1, 1, 41, 41), (2, 0, 40, 39), (90, 30, 130, 60), (10, 95, 60, 100)]
+    sizes = [(50, 14)] * len(boxes)
+    tags = place_tags(boxes, sizes, (100, 120))
+    for x, y, w, h in tags:
+        assert 0 <= x and x + w <= 120 and 0 <= y and y + h <= 100, (x, y, w, h)
+    for i in range(len(tags)):
+        for j in range(i):
+            a, b = tags[i], tags[j]
+            assert not (a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]), \
+                (i, j, tags)
+    assert tags[0] == (0, 0, 50, 14)  # the most important tag first: no room above, so inside at the top
+
+
 def test_prediction_draw_hook_passes_score_thr(tmp_path):
     img, pred = drawing_case()
     path = str(tmp_path / 'img.png')
