@@ -1,12 +1,24 @@
 """Every type registered in a visionzoo registry builds from a config."""
+import os
 from types import SimpleNamespace
 
+import cv2
+import numpy as np
 import pytest
 import torch
 
 import visionzoo  # noqa: F401
 from visionzoo.registry import (ALL_REGISTRIES, DATA_SAMPLERS, DATASETS, FUNCTIONS, HOOKS, LOOPS, METRICS, MODELS,
                                 OPTIM_WRAPPERS, TRANSFORMS)
+
+
+def _ade_folder(tmp_path):
+    """A one-image ADEChallengeData2016 layout."""
+    for sub, ext, img in (('images', '.jpg', np.zeros((4, 4, 3), np.uint8)),
+                          ('annotations', '.png', np.ones((4, 4), np.uint8))):
+        os.makedirs(os.path.join(tmp_path, sub, 'validation'), exist_ok=True)
+        cv2.imwrite(os.path.join(tmp_path, sub, 'validation', 'a' + ext), img)
+    return str(tmp_path)
 
 
 def _build_args(tiny_shapes, tmp_path):
@@ -58,6 +70,18 @@ def _build_args(tiny_shapes, tmp_path):
         (FUNCTIONS, 'det_collate'): dict(),
         (METRICS, 'Accuracy'): dict(),
         (METRICS, 'DumpPredictions'): dict(out_file=str(tmp_path / 'preds.json')),
+        (METRICS, 'DumpSegMaps'): dict(out_dir=str(tmp_path / 'seg_maps')),
+        (METRICS, 'IoUMetric'): dict(iou_metrics=['mIoU', 'mDice']),
+        (DATASETS, 'ShapesSegDataset'): dict(split='val', data_root=tiny_shapes['data_root'], shapes_cfg=_tiny_cfg()),
+        (DATASETS, 'SegDataset'): dict(data_prefix=dict(img_path=tiny_shapes['det_val_img'], seg_map_path=None),
+                                       img_suffix='.png', metainfo=dict(classes=('a', 'b'))),
+        (DATASETS, 'ADE20KDataset'): dict(data_root=_ade_folder(tmp_path / 'ade'),
+                                          data_prefix=dict(img_path='images/validation',
+                                                           seg_map_path='annotations/validation')),
+        (TRANSFORMS, 'RandomResize'): dict(scale=(64, 32), ratio_range=(0.5, 2.0)),
+        (TRANSFORMS, 'RandomCrop'): dict(crop_size=(32, 32), cat_max_ratio=0.75),
+        (TRANSFORMS, 'PhotoMetricDistortion'): dict(),
+        (TRANSFORMS, 'PackSegInputs'): dict(),
         (HOOKS, 'EvalProgressHook'): dict(),
         (HOOKS, 'MetricTableHook'): dict(),
         (HOOKS, 'PredictionDrawHook'): dict(show_dir=str(tmp_path / 'show')),

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Evaluate a checkpoint on the test split a config names.
 
-    python tools/test.py CONFIG CHECKPOINT [--out FILE.json] [--show-dir DIR] [--cfg-options k=v ...]
+    python tools/test.py CONFIG CHECKPOINT [--out FILE.json | --out DIR] [--show-dir DIR] [--cfg-options k=v ...]
 """
 import argparse
 import sys
@@ -13,7 +13,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Evaluate a visionzoo checkpoint.')
     parser.add_argument('config', help='config file (.py)')
     parser.add_argument('checkpoint', help='checkpoint file (Runner checkpoint or plain state_dict)')
-    parser.add_argument('--out', help='write every prediction to this JSON file (must not exist yet)')
+    parser.add_argument('--out', help='write every prediction to this JSON file (must not exist yet); for '
+                                      'segmentation, the label maps as PNGs into this folder (new or empty)')
     parser.add_argument('--show-dir', help='draw predictions onto the images and save them here as PNG '
                                            '(must be empty or not exist yet)')
     parser.add_argument('--show-max', type=int, default=None, help='draw at most this many images')

@@ -6,7 +6,8 @@ import cv2
 import numpy as np
 import torch
 
-__all__ = ['draw_prediction', 'draw_classification', 'draw_detection', 'class_color', 'place_tags']
+__all__ = ['draw_prediction', 'draw_classification', 'draw_detection', 'draw_segmentation', 'class_color',
+           'place_tags']
 
 
 def _label(idx: int, classes: Optional[Sequence[str]]) -> str:
@@ -107,12 +108,59 @@ def place_tags(boxes: Sequence[tuple], sizes: Sequence[tuple], image_hw: tuple) 
     return placed
 
 
+def draw_segmentation(img: np.ndarray, label: np.ndarray, classes: Optional[Sequence[str]] = None,
+                      palette: Optional[Sequence[Sequence[int]]] = None, alpha: float = 0.5,
+                      ignore_index: int = 255, min_side: int = 320) -> np.ndarray:
+    """Colour a (H, W) label map over a copy of the BGR image ``img`` (same size) and add a legend.
+
+    Each class gets its ``palette`` colour (RGB, as in mmseg's metainfo) or :func:`class_color`; pixels equal to
+    ``ignore_index`` are left as they are. The legend, on a strip right of the image, lists the classes present in
+    the map with their colour, most frequent first. Images whose shorter side is below ``min_side`` are upscaled.
+    """
+    label = _array(label).reshape(_array(label).shape[-2:]).astype(np.int64)
+    if label.shape != img.shape[:2]:
+        raise ValueError(f'draw_segmentation: label map {label.shape} and image {img.shape[:2]} differ in size')
+    h, w = img.shape[:2]
+    s = min_side / min(h, w) if min(h, w) < min_side else 1.0
+    if s != 1.0:
+        size = (round(w * s), round(h * s))
+        img = cv2.resize(img, size, interpolation=cv2.INTER_NEAREST)
+        label = cv2.resize(label.astype(np.int32), size, interpolation=cv2.INTER_NEAREST).astype(np.int64)
+    out = img.copy()
+    ids, counts = np.unique(label[label != ignore_index], return_counts=True)
+    order = [int(i) for i in ids[np.argsort(-counts, kind='stable')]]
+
+    def color(idx: int) -> tuple:
+        if palette is not None and 0 <= idx < len(palette):
+            r, g, b = palette[idx]
+            return int(b), int(g), int(r)
+        return class_color(idx)
+
+    for idx in order:
+        m = label == idx
+        out[m] = (out[m] * (1.0 - alpha) + np.array(color(idx), dtype=np.float64) * alpha).round().astype(np.uint8)
+    row = 18
+    names = [_label(i, classes) for i in order]
+    width = max([cv2.getTextSize(n, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)[0][0] for n in names] + [0]) + 28
+    legend = np.full((max(out.shape[0], row * len(order) + 4), width, 3), 255, dtype=np.uint8)
+    for k, (idx, name) in enumerate(zip(order, names)):
+        y = 4 + k * row
+        cv2.rectangle(legend, (4, y), (17, y + 13), color(idx), -1)
+        cv2.putText(legend, name, (22, y + 11), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    canvas = np.full((legend.shape[0], out.shape[1] + width, 3), 255, dtype=np.uint8)
+    canvas[:out.shape[0], :out.shape[1]] = out
+    canvas[:, out.shape[1]:] = legend
+    return canvas
+
+
 def draw_prediction(img: np.ndarray, pred: dict, classes: Optional[Sequence[str]] = None,
-                    score_thr: float = 0.3) -> np.ndarray:
+                    score_thr: float = 0.3, palette: Optional[Sequence[Sequence[int]]] = None) -> np.ndarray:
     """Draw one model prediction (a dict as returned by a model's ``predict`` mode) onto ``img``.
 
-    ``score_thr`` hides detections scoring below it.
+    ``score_thr`` hides detections scoring below it; ``palette`` (RGB per class) colours segmentation maps.
     """
+    if 'pred_sem_seg' in pred:
+        return draw_segmentation(img, pred['pred_sem_seg'], classes, palette)
     if 'pred_bboxes' in pred:
         return draw_detection(img, pred, classes, score_thr=score_thr)
     if 'pred_label' in pred:

@@ -74,7 +74,8 @@ class LoadAnnotations:
     """Instance annotations of the record: labels and ignore flags always, boxes with ``with_bbox``, masks decoded
     at the original image size with ``with_mask``; and, when the record has a ``seg_map_path`` (a segmentation
     record), the semantic label map ``gt_seg_map`` (see :func:`~visionzoo.datasets.seg_transforms.load_seg_map`;
-    ``reduce_zero_label=None`` takes the record's). A segmentation record without ``instances`` gets no box keys.
+    ``reduce_zero_label=None`` takes the record's). A segmentation record without ``instances`` gets no box keys,
+    and its label map may be loaded after ``Resize`` (mmseg's test pipelines do: the label stays at original size).
 
     As in mmdet, an instance whose polygons all have fewer than 3 points becomes ignored (``gt_ignore_flags``).
     An instance without any segmentation while ``with_mask=True`` raises a DatasetError.
@@ -86,14 +87,14 @@ class LoadAnnotations:
         self.reduce_zero_label = reduce_zero_label
 
     def __call__(self, results: dict) -> dict:
-        if 'scale_factor' in results:
-            raise ConfigError('pipeline: LoadAnnotations must come before Resize (annotations are in original '
-                              'image pixels)')
         if 'seg_map_path' in results:
             from .seg_transforms import load_seg_map  # seg_transforms builds on this module
             load_seg_map(results, self.reduce_zero_label)
             if 'instances' not in results:
                 return results
+        if 'scale_factor' in results:
+            raise ConfigError('pipeline: LoadAnnotations must come before Resize (annotations are in original '
+                              'image pixels)')
         instances = results.get('instances', [])
         if self.with_bbox:
             results['gt_bboxes'] = np.array([i['bbox'] for i in instances], dtype=np.float32).reshape(-1, 4)

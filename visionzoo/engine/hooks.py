@@ -93,7 +93,8 @@ class MetricTableHook(Hook):
 class PredictionDrawHook(Hook):
     """Draws test predictions onto their images and writes them as PNG files into ``show_dir``.
 
-    Detections scoring below ``score_thr`` are not drawn. Existing files are never replaced: the tools refuse a
+    Detections scoring below ``score_thr`` are not drawn; segmentation maps are coloured with the dataset's
+    ``palette`` and get a legend. Existing files are never replaced: the tools refuse a
     non-empty ``show_dir``, and a name clash inside one run gets a numeric suffix.
     """
 
@@ -103,13 +104,15 @@ class PredictionDrawHook(Hook):
         self.score_thr = score_thr
         self.max_images = max_images
         self.classes = classes
+        self.palette = None
         self._count = 0
 
     def before_test_epoch(self, runner) -> None:
         os.makedirs(self.show_dir, exist_ok=True)
+        meta = getattr(runner.test_dataloader.dataset, 'metainfo', None) or {}
         if self.classes is None:
-            meta = getattr(runner.test_dataloader.dataset, 'metainfo', None) or {}
             self.classes = meta.get('classes')
+        self.palette = meta.get('palette')
 
     def after_test_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         import cv2  # only when drawing: importing visionzoo does not load OpenCV
@@ -129,5 +132,5 @@ class PredictionDrawHook(Hook):
             while os.path.exists(out):
                 out = os.path.join(self.show_dir, f'{stem}_{n}.png')
                 n += 1
-            cv2.imwrite(out, draw_prediction(img, pred, self.classes, score_thr=self.score_thr))
+            cv2.imwrite(out, draw_prediction(img, pred, self.classes, score_thr=self.score_thr, palette=self.palette))
             self._count += 1

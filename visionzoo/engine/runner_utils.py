@@ -193,10 +193,11 @@ def setup_test_cfg(cfg: Config, work_dir: Optional[str], launcher: str, config_p
                    show_max: Optional[int] = None) -> Config:
     """Apply the test tool's flags to ``cfg``: no training parts, weights loaded by the tool (strictly).
 
-    ``out``: also dump every prediction to this JSON file (must not exist); ``show_dir``: draw predictions there
+    ``out``: also dump every prediction to this JSON file (must not exist), or for segmentation (an ``IoUMetric``
+    evaluator) the label maps as PNGs into this folder (new or empty); ``show_dir``: draw predictions there
     (must be empty or absent), at most ``show_max`` images.
     """
-    from ..evaluation.dump import check_out_file
+    from ..evaluation.dump import check_out_dir, check_out_file
 
     install_checkpoint_loader()
     resolve_work_dir(cfg, work_dir, config_path)
@@ -208,10 +209,14 @@ def setup_test_cfg(cfg: Config, work_dir: Optional[str], launcher: str, config_p
     if not cfg.get('test_dataloader'):
         raise ConfigError(f'{config_path}: no test_dataloader in the config')
     if out:
-        check_out_file(out)
         evaluator = cfg.test_evaluator
         evaluator = list(evaluator) if isinstance(evaluator, (list, tuple)) else [evaluator]
-        cfg.test_evaluator = evaluator + [dict(type='DumpPredictions', out_file=out)]
+        if any(isinstance(e, dict) and str(e.get('type', '')).split('.')[-1] == 'IoUMetric' for e in evaluator):
+            check_out_dir(out)  # segmentation: label PNGs, as mmseg's format_only
+            cfg.test_evaluator = evaluator + [dict(type='DumpSegMaps', out_dir=out)]
+        else:
+            check_out_file(out)
+            cfg.test_evaluator = evaluator + [dict(type='DumpPredictions', out_file=out)]
     for hook in cfg.get('custom_hooks') or []:  # the tool prints the test table itself
         if isinstance(hook, dict) and str(hook.get('type', '')).split('.')[-1] == 'MetricTableHook':
             hook['test'] = False
