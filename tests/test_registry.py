@@ -36,6 +36,11 @@ def _build_args(tiny_shapes, tmp_path):
         (MODELS, 'PAFPN'): dict(in_channels=[8, 16], out_channels=8, num_outs=3, add_extra_convs='on_output'),
         (MODELS, 'EfficientViTFPN'): dict(in_channels=[8, 16, 24], out_channels=8, num_outs=5),
         (MODELS, 'DetDataPreprocessor'): dict(),
+        (MODELS, 'UPerHead'): dict(in_channels=[8, 16], in_index=[0, 1], channels=8, num_classes=3),
+        (MODELS, 'FPNHead'): dict(in_channels=[8, 16], in_index=[0, 1], feature_strides=[4, 8], channels=8,
+                                  num_classes=3),
+        (MODELS, 'FCNHead'): dict(in_channels=8, channels=8, num_classes=3),
+        (MODELS, 'CrossEntropyLoss'): dict(avg_non_ignore=True),
         (MODELS, 'RetinaHead'): dict(num_classes=3, in_channels=8),
         (MODELS, 'FCOSHead'): dict(num_classes=3, in_channels=32),  # GroupNorm(32, C) in its convs
         (MODELS, 'RPNHead'): dict(in_channels=8),
