@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers.norm_act import ActCfg, NormCfg, build_act, build_norm
-from ..necks.fpn import ConvNormAct
+from ..layers.conv_norm_act import ConvNormAct
 from ..registry import MODELS
 from ..utils.errors import ArgumentError
 from ..utils.options import argument_error, positive_int
@@ -42,11 +42,8 @@ def _resize(x: torch.Tensor, size, align_corners: bool) -> torch.Tensor:
 def _conv_module(in_channels: int, out_channels: int, kernel_size: int, norm: NormCfg, act: ActCfg, owner: str,
                  padding: int = 0, dilation: int = 1) -> ConvNormAct:
     """mmcv's ``ConvModule(conv, norm, act)`` of the heads: the conv has a bias only without a norm."""
-    module = ConvNormAct(in_channels, out_channels, kernel_size, padding=padding, norm=norm, act=act, owner=owner)
-    if dilation != 1:
-        module.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation,
-                                bias=module.conv.bias is not None)
-    return module
+    return ConvNormAct(in_channels, out_channels, kernel_size, padding=padding, norm=norm, act=act, owner=owner,
+                       dilation=dilation)
 
 
 class _Upsample(nn.Module):
