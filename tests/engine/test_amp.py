@@ -41,3 +41,28 @@ def test_gpu_amp_wrapper_on_cpu_is_a_clear_error():
 def test_bad_dtype():
     with pytest.raises(ConfigError, match='optim_wrapper.dtype'):
         CPUAmpOptimWrapper(dtype='int8', optimizer=torch.optim.SGD([torch.nn.Parameter(torch.ones(1))], lr=1))
+
+
+def test_sync_bn_becomes_bn_in_cpu_distributed_runs(monkeypatch):
+    """torch's SyncBatchNorm refuses CPU tensors once a process group exists: the tools use BN there."""
+    import warnings
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+
+    def cfg(launcher):
+        return Config(dict(launcher=launcher, model=dict(
+            decode_head=dict(norm_cfg=dict(type='SyncBN', requires_grad=True)),
+            auxiliary_head=[dict(norm_cfg=dict(type='SyncBN'))], neck=dict(norm='SyncBN'),
+            backbone=dict(norm_cfg=dict(type='GN', num_groups=2)))))
+
+    single = cfg('none')
+    adapt_to_device(single)
+    assert single.model.decode_head.norm_cfg.type == 'SyncBN'  # one process: SyncBN runs as BN already
+    dist = cfg('pytorch')
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        adapt_to_device(dist)
+    m = dist.model
+    assert m.decode_head.norm_cfg == dict(type='BN', requires_grad=True) and m.auxiliary_head[0].norm_cfg.type == 'BN'
+    assert m.neck.norm == 'BN' and m.backbone.norm_cfg.type == 'GN'
+    msg = [str(w.message) for w in caught if 'SyncBN' in str(w.message)]
+    assert len(msg) == 1 and 'model.neck.norm' in msg[0] and 'model.auxiliary_head[0].norm_cfg' in msg[0]

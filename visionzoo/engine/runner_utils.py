@@ -5,6 +5,7 @@ install the weights-only checkpoint loader (:func:`~visionzoo.engine.checkpoint.
 """
 import glob
 import os
+import warnings
 from typing import Optional
 
 import torch
@@ -47,8 +48,35 @@ def check_work_dir(work_dir: str, resume) -> None:
                           f'that run, or choose another --work-dir')
 
 
+def _sync_bn_to_bn(node, path: str, changed: list) -> None:
+    """``norm``/``norm_cfg`` entries of type SyncBN (a dict or the bare name) below ``node`` become BN."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            where = f'{path}.{key}'
+            if key in ('norm', 'norm_cfg', 'norm_layer'):
+                if value == 'SyncBN':
+                    node[key] = 'BN'
+                    changed.append(where)
+                    continue
+                if isinstance(value, dict) and value.get('type') == 'SyncBN':
+                    value['type'] = 'BN'
+                    changed.append(where)
+            _sync_bn_to_bn(value, where, changed)
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            _sync_bn_to_bn(value, f'{path}[{i}]', changed)
+
+
 def adapt_to_device(cfg: Config) -> None:
-    """Settings that must differ without CUDA: gloo for distributed runs, CPU DDP without device ids."""
+    """Settings that must differ without CUDA: gloo for distributed runs, CPU DDP without device ids, and
+    ``SyncBN`` norms as ``BN`` in distributed runs (torch's SyncBatchNorm refuses CPU tensors once a process group
+    exists; the parameter names are the same, so checkpoints load either way)."""
+    if not torch.cuda.is_available() and cfg.get('launcher', 'none') != 'none' and isinstance(cfg.get('model'), dict):
+        changed = []
+        _sync_bn_to_bn(cfg.model, 'model', changed)
+        if changed:
+            warnings.warn(f'SyncBN needs CUDA: {", ".join(changed)} use BN on CPU (each process normalises with its '
+                          f'own batch)')
     if not torch.cuda.is_available():
         env = cfg.setdefault('env_cfg', {})
         dist = env.setdefault('dist_cfg', {})
