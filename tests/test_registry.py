@@ -41,6 +41,9 @@ def _build_args(tiny_shapes, tmp_path):
                                   num_classes=3),
         (MODELS, 'FCNHead'): dict(in_channels=8, channels=8, num_classes=3),
         (MODELS, 'CrossEntropyLoss'): dict(avg_non_ignore=True),
+        (MODELS, 'SegDataPreprocessor'): dict(size_divisor=32),
+        (MODELS, 'EncoderDecoder'): dict(backbone=dict(det_backbone, out_indices=(3, 4)),
+                                         decode_head=dict(type='FCNHead', in_channels=512, channels=8, num_classes=3)),
         (MODELS, 'RetinaHead'): dict(num_classes=3, in_channels=8),
         (MODELS, 'FCOSHead'): dict(num_classes=3, in_channels=32),  # GroupNorm(32, C) in its convs
         (MODELS, 'RPNHead'): dict(in_channels=8),
