@@ -18,7 +18,6 @@ from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence
 
 import torch
-from mmengine.model import BaseModel
 from torchvision.models.detection import FCOS as _TVFCOS
 from torchvision.models.detection import RetinaNet as _TVRetinaNet
 from torchvision.models.detection import _utils as det_utils
@@ -26,23 +25,19 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 from torchvision.models.detection.rpn import RegionProposalNetwork
 
-from ..layers.norm_act import single_value_batchnorm_uses_running_stats
 from ..registry import MODELS
 from ..utils.errors import ArgumentError
 from ..utils.options import argument_error, merged_options
+from .base import BackboneModel
 
 __all__ = ['BaseDetector', 'RetinaNet', 'FCOS', 'MaskRCNN']
 
 _DENSE_TEST = dict(nms_pre=1000, score_thr=0.05, nms_iou=0.5, max_per_img=100)
 
 
-class BaseDetector(BaseModel):
-    """Backbone + optional neck and the ``forward(mode=...)`` switch.
-
-    Training uses mmengine's ``train_step``; NaN/inf losses are refused by the optimizer wrapper the tools use
-    (``optim_wrapper.nonfinite_loss``, :mod:`visionzoo.engine.optim`), for every model type and under DDP. A
-    BatchNorm that sees one value per channel in training (one image with a 1x1 deepest map) uses its running
-    statistics for that step (:func:`~visionzoo.layers.norm_act.single_value_batchnorm_uses_running_stats`).
+class BaseDetector(BackboneModel):
+    """Backbone + optional neck and the ``forward(mode=...)`` switch (:class:`~visionzoo.models.base.BackboneModel`),
+    with the detection data contract.
 
     Args:
         backbone: backbone config (e.g. ``dict(type='TimmBackbone', model_name='van_b0', out_indices=(1, 2, 3))``).
@@ -52,34 +47,8 @@ class BaseDetector(BaseModel):
 
     def __init__(self, backbone: dict, neck: Optional[dict] = None, data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
-        preprocessor = MODELS.build(data_preprocessor or dict(type='DetDataPreprocessor'))
-        super().__init__(data_preprocessor=preprocessor, init_cfg=init_cfg)
-        self.backbone = MODELS.build(backbone)
-        self.neck = None
-        if neck is not None:
-            neck = dict(neck)
-            if 'in_channels' not in neck and hasattr(self.backbone, 'out_channels'):
-                neck['in_channels'] = list(self.backbone.out_channels)
-            self.neck = MODELS.build(neck)
-
-    def extract_feat(self, inputs: torch.Tensor) -> List[torch.Tensor]:
-        feats = self.backbone(inputs)
-        if self.neck is not None:
-            feats = self.neck(feats)
-        return list(feats)
-
-    def forward(self, inputs: torch.Tensor, data_samples: Optional[List[dict]] = None, mode: str = 'tensor'):
-        if mode == 'loss':
-            # a batch of one small image: 1x1 maps in the deepest levels
-            single_value_batchnorm_uses_running_stats(self)
-            return self.loss(inputs, data_samples)
-        if mode == 'predict':
-            if self.training:
-                raise RuntimeError("mode='predict' needs the model in eval mode (model.eval())")
-            return self.predict(inputs, data_samples)
-        if mode == 'tensor':
-            return self._forward(inputs)
-        raise ValueError(f"mode: expected 'loss', 'predict' or 'tensor', got {mode!r}")
+        super().__init__(backbone, neck, data_preprocessor=data_preprocessor or dict(type='DetDataPreprocessor'),
+                         init_cfg=init_cfg)
 
     # ------------------------------------------------------------------ contract helpers
     @staticmethod

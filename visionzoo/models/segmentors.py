@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from ..registry import MODELS
 from ..utils.options import argument_error, merged_options
 from .data_preprocessor import _size_pair
-from .detectors import BaseDetector
+from .base import BackboneModel
 
 __all__ = ['EncoderDecoder']
 
@@ -41,7 +41,7 @@ def _flip(x: torch.Tensor, direction: Optional[str]) -> torch.Tensor:
 
 
 @MODELS.register_module()
-class EncoderDecoder(BaseDetector):
+class EncoderDecoder(BackboneModel):
     """mmseg 1.x's ``EncoderDecoder``.
 
     Args:
