@@ -1,5 +1,7 @@
 # mmseg's schedule_160k.py: SGD 0.01 (momentum 0.9, wd 5e-4), poly decay (power 0.9) to 1e-4 over 160k iterations,
-# validation and a checkpoint every 16k. Family configs replace the optimizer (AdamW) and add warm-up.
+# validation and a checkpoint every 16k. Family configs replace the optimizer (AdamW) and add warm-up. Includes the
+# default runtime, with iteration-based logging and checkpoints (leaf configs list this file, not default_runtime.py).
+_base_ = ['../default_runtime.py']
 optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=0.0005),
                      clip_grad=None)
 param_scheduler = [dict(type='PolyLR', eta_min=1e-4, power=0.9, begin=0, end=160000, by_epoch=False)]

@@ -1,0 +1,70 @@
+"""ADE20K segmentation configs (configs/upernet, configs/sem_fpn): each loads, passes the config check and builds;
+where an official layout was recorded (tests/data/official_layouts/seg_*.json, from the official code and configs)
+our model has the official number of parameters; the papers' schedules; one training step of a cheap one."""
+import glob
+import os
+import re
+
+import pytest
+import torch
+from mmengine.config import Config
+
+import visionzoo  # noqa: F401
+from conftest import ROOT, official_layout
+from visionzoo.engine.config import check_config
+from visionzoo.registry import MODELS
+
+CONFIGS = sorted(glob.glob(os.path.join(ROOT, 'configs', 'upernet', '*.py'))
+                 + glob.glob(os.path.join(ROOT, 'configs', 'sem_fpn', '*_ade20k.py')))
+OFFICIAL = {  # config -> recorded official segmentor layout
+    'upernet_van-b2_512x512_160k_ade20k.py': 'seg_van_b2_upernet',
+    'upernet_biformer-s_512x512_160k_ade20k.py': 'seg_biformer_s_upernet',
+    'fpn_van-b2_512x512_40k_ade20k.py': 'seg_van_b2_sfpn',
+    'fpn_biformer-s_512x512_80k_ade20k.py': 'seg_biformer_s_sfpn',
+}
+BUFFERS = ('running_mean', 'running_var', 'num_batches_tracked')
+
+
+def _build(cfg):
+    with torch.device('meta'):
+        return MODELS.build(cfg.model)
+
+
+def test_there_are_configs_for_every_family():
+    names = ' '.join(os.path.basename(p) for p in CONFIGS)
+    for family in ('van-b2', 'biformer-s', 'mambaout-tiny', 'slab-swin-tiny', 'efficientvit-m4', 'shvit-s4'):
+        assert family in names, family
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=os.path.basename)
+def test_config_builds_with_the_official_size_and_schedule(path):
+    cfg = Config.fromfile(path)
+    check_config(cfg, path)
+    with open(path) as f:
+        header = f.read().split('\n_base_ = ')[0]
+    assert re.search(r'Reported|No reported number', header), header  # names the source's number (or its absence)
+    model = _build(cfg)
+    assert model.num_classes == 150 and cfg.model.data_preprocessor.seg_pad_val == 255
+    iters = int(re.search(r'_(\d+)k_ade20k', path).group(1)) * 1000
+    assert cfg.train_cfg.max_iters == iters
+    assert max(s.get('end', 0) for s in cfg.param_scheduler) == iters
+    name = os.path.basename(path)
+    if name in OFFICIAL:
+        layout = official_layout(OFFICIAL[name])
+        official = sum(torch.Size(shape).numel() for key, shape in layout['keys'] if not key.endswith(BUFFERS))
+        ours = sum(p.numel() for p in model.parameters())
+        assert ours == official, (ours, official)
+
+
+def test_one_training_step_of_a_cheap_config():
+    cfg = Config.fromfile(os.path.join(ROOT, 'configs', 'sem_fpn', 'fpn_efficientvit-m4_512x512_40k_ade20k.py'))
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model).train()
+    images = [torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8) for _ in range(2)]
+    samples = [dict(img_path=f'{i}.jpg', ori_shape=(64, 64), img_shape=(64, 64), flip=False,
+                    gt_sem_seg=torch.randint(0, 150, (64, 64))) for i in range(2)]
+    data = model.data_preprocessor(dict(inputs=images, data_samples=samples), True)
+    losses = model(**data, mode='loss')
+    assert set(losses) == {'decode.loss_ce', 'decode.acc_seg'}
+    assert torch.isfinite(losses['decode.loss_ce'])
+    losses['decode.loss_ce'].backward()
