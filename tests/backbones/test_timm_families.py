@@ -225,3 +225,13 @@ def test_frozen_stages(name):
             assert frozen_bn
     with pytest.raises(ArgumentError, match=r'frozen_stages=4\): expected an int from -1 to 3'):
         MODELS.build(dict(type='TimmBackbone', model_name='efficientvit_m0', frozen_stages=4))
+
+
+def test_frozen_swin_stage_includes_its_patch_merging():
+    """SLAB-Swin's features come from 'layers.i.blocks'; the stage's PatchMerging ('layers.i.downsample') follows the
+    blocks and is frozen with them (mmdet's Swin freezes whole stages)."""
+    backbone = MODELS.build(dict(type='TimmBackbone', model_name='slab_swin_tiny', frozen_stages=1, img_size=64))
+    grad = {n: p.requires_grad for n, p in backbone.named_parameters()}
+    assert not any(v for n, v in grad.items() if n.startswith(('body.model.patch_embed.', 'body.model.layers.0.')))
+    assert any(n.startswith('body.model.layers.0.downsample.') for n in grad)
+    assert all(v for n, v in grad.items() if n.startswith('body.model.layers.1.'))

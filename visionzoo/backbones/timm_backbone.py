@@ -3,7 +3,8 @@ import difflib
 import logging
 import os
 import re
-from typing import List, Optional, Sequence, Tuple, Union
+import sys
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import timm
 import torch
@@ -53,6 +54,18 @@ _FEATURE_ONLY_KWARGS = ('features_only', 'out_indices', 'feature_cls', 'feature_
                         'feature_location', 'output_fmt')
 
 
+def _full_model(model_name: str, kwargs: dict) -> nn.Module:
+    """The full (classifier) model built with the arguments of a ``features_only`` one, on the meta device (no
+    memory, no initialisation cost; it serves key names and shapes only), on the CPU if the family cannot be built
+    there."""
+    full_kwargs = {k: v for k, v in kwargs.items() if k not in _FEATURE_ONLY_KWARGS}
+    try:
+        with torch.device('meta'):
+            return timm.create_model(model_name, pretrained=False, **full_kwargs)
+    except (RuntimeError, NotImplementedError):  # an initialiser that reads tensor values
+        return timm.create_model(model_name, pretrained=False, **full_kwargs)
+
+
 def _feature_dropped_keys(model_name: str, kwargs: dict) -> set:
     """The state_dict keys of the full (classifier) model that its ``features_only`` model lacks.
 
@@ -61,9 +74,18 @@ def _feature_dropped_keys(model_name: str, kwargs: dict) -> set:
     ``conv_head``/``bn2``), so an unexpected key of a full classifier checkpoint is a dropped module exactly when
     the full model, built with the same arguments, has it.
     """
-    full_kwargs = {k: v for k, v in kwargs.items() if k not in _FEATURE_ONLY_KWARGS}
-    full = timm.create_model(model_name, pretrained=False, **full_kwargs)
-    return set(full.state_dict())
+    return set(_full_model(model_name, kwargs).state_dict())
+
+
+def _family_filter(model_name: str) -> Optional[Callable[[dict, nn.Module], dict]]:
+    """The ``checkpoint_filter_fn(state_dict, model)`` of the module that registers ``model_name`` (what its
+    ``pretrained`` path applies), or None."""
+    module = sys.modules.get(timm.models.model_entrypoint(model_name).__module__)
+    return getattr(module, 'checkpoint_filter_fn', None)
+
+
+# per-output norms of the official dense models, by the name of their ModuleList there; index = stage index
+_OFFICIAL_OUT_NORMS = ('extra_norms',)
 
 
 def create_timm_model(model_name: str, pretrained: Union[bool, str] = False, *, owner: str = 'create_timm_model',
@@ -157,6 +179,8 @@ class TimmBackbone(BaseModule):
         super().__init__(init_cfg=init_cfg)
         if out_indices is not None:
             model_kwargs['out_indices'] = tuple(out_indices)
+        self.model_name = model_name
+        self._model_kwargs = dict(model_kwargs)  # for convert_state_dict (the full model's names)
         self.body = create_timm_model(model_name, pretrained=pretrained, features_only=True, owner='TimmBackbone',
                                       **model_kwargs)
         self.norm_eval = norm_eval
@@ -181,7 +205,10 @@ class TimmBackbone(BaseModule):
         params = list(self.body.named_parameters())
         # FeatureListNet flattens the top level ('stages.0' -> 'stages_0'); getter nets keep the model as .model
         k = max(frozen_stages - 1, 0)
-        prefixes = (modules[k].replace('.', '_', 1) + '.', 'model.' + modules[k] + '.', modules[k] + '.')
+        # Swin-style stages ('layers.1.blocks' feeds the features, 'layers.1.downsample' follows): a frozen stage
+        # includes its trailing downsample, as mmdet's Swin freezes whole stages
+        stage = modules[k][:-len('.blocks')] if modules[k].endswith('.blocks') and frozen_stages > 0 else modules[k]
+        prefixes = (stage.replace('.', '_', 1) + '.', 'model.' + stage + '.', stage + '.')
         inside = [i for i, (name, _) in enumerate(params) if name.startswith(prefixes)]
         if not inside:
             raise argument_error('TimmBackbone', 'frozen_stages', frozen_stages,
@@ -192,6 +219,56 @@ class TimmBackbone(BaseModule):
             p.requires_grad_(False)
         return [m for m in self.body.modules()
                 if any(True for _ in m.parameters()) and all(id(p) in frozen for p in m.parameters())]
+
+    def convert_state_dict(self, state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Backbone weights in the family's official (classification or dense) layout -> this module's keys.
+
+        For official segmentation/detection checkpoints (their ``backbone.*`` entries without the prefix) and
+        classification checkpoints. Keys that are already this module's pass through unchanged; the others:
+
+        * per-output norms of the official dense code (``extra_norms.{stage}``, BiFormer) -> ``out_norms.{i}``, i the
+          position of the stage in ``out_indices`` (norms of stages not taken are dropped); without ``out_norm`` they
+          stay as they are, so a strict load names them;
+        * the rest goes through the family's ``checkpoint_filter_fn`` (as ``pretrained=PATH`` does), then from the
+          full model's names to the feature wrapper's (``model.`` for getter-style wrappers; ``stages.1.x`` ->
+          ``stages_1.x`` where timm's ``FeatureListNet`` flattened a top-level Sequential);
+        * keys of modules the feature model lacks (classifier, final norm, stages after the last output) are
+          dropped: exactly the full model's keys that have no place here. Anything else keeps its name, for the
+          strict load to report.
+        """
+        own = self.state_dict()
+        out = {k: v for k, v in state.items() if k in own}
+        rest = {k: v for k, v in state.items() if k not in own}
+        if not rest:
+            return dict(state)
+        if self.out_norms is not None:
+            indices = [i % len(self.body.feature_info.info) if isinstance(i, int) and i < 0 else i
+                       for i in self.body.feature_info.out_indices]
+            pattern = re.compile(r'^(?:%s)\.(\d+)\.(.*)$' % '|'.join(_OFFICIAL_OUT_NORMS))
+            for key in list(rest):
+                match = pattern.match(key)
+                if match:
+                    value = rest.pop(key)
+                    stage = int(match.group(1))
+                    if stage in indices:
+                        out[f'out_norms.{indices.index(stage)}.{match.group(2)}'] = value
+        if not rest:
+            return out
+        full = _full_model(self.model_name, self._model_kwargs)
+        family_filter = _family_filter(self.model_name)
+        if family_filter is not None:
+            # filters may read the model's real tensors (e.g. a position grid); a getter wrapper keeps the real model
+            rest = family_filter(rest, getattr(self.body, 'model', full))
+        full_keys = set(full.state_dict())
+        for key, value in rest.items():
+            for name in ('body.model.' + key, 'body.' + key, 'body.' + key.replace('.', '_', 1)):
+                if name in own:
+                    out[name] = value
+                    break
+            else:
+                if key not in full_keys:
+                    out[key] = value  # not the family's: left for the strict load to name
+        return out
 
     @property
     def out_channels(self) -> List[int]:
