@@ -8,6 +8,7 @@ import pytest
 
 import visionzoo  # noqa: F401
 from conftest import ROOT, run_tool, tiny_cls_config
+from test_tools import _assert_one_clear_error
 from visionzoo.engine.config import (ConfigWarning, check_types, load_config, parse_cfg_options,
                                      timm_model_arguments)
 from visionzoo.engine.runner_utils import setup_train_cfg
@@ -87,15 +88,6 @@ def test_misspelled_top_level_key_warns_with_close_matches(tmp_path):
                      str(caught[0].message))
     # the config's own helper variables (max_epochs, img_size, train_pipeline, ...) are not warned about
     assert _checked(CLS, tmp_path, 'my_helper=3', 'img_size=32') == []
-
-
-def _assert_one_clear_error(proc, *fragments):
-    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-3000:])
-    assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]
-    err = [ln for ln in proc.stderr.splitlines() if ln.startswith('error:')]
-    assert len(err) == 1, proc.stderr[-3000:]
-    for frag in fragments:
-        assert re.search(frag, err[0]), (frag, err[0])
 
 
 def test_train_tool_reports_bad_options_in_one_line(tmp_path):

@@ -27,6 +27,7 @@ def _assert_one_clear_error(proc, *fragments):
     assert len(err) == 1, proc.stderr[-3000:]
     for frag in fragments:
         assert re.search(frag, err[0]), (frag, err[0])
+    return err[0]
 
 
 @pytest.fixture(scope='module')

@@ -14,19 +14,10 @@ import pytest
 import torch
 
 from conftest import run_tool, tiny_cls_config
+from test_tools import _assert_one_clear_error
 from visionzoo.engine.checkpoint import safe_load
 from visionzoo.engine.resume import resolve_last_checkpoint
 from visionzoo.utils.errors import CheckpointError
-
-
-def _assert_one_clear_error(proc, *fragments):
-    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-3000:])
-    assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]
-    err = [ln for ln in proc.stderr.splitlines() if ln.startswith('error:')]
-    assert len(err) == 1, proc.stderr[-3000:]
-    for frag in fragments:
-        assert re.search(frag, err[0]), (frag, err[0])
-    return err[0]
 
 
 @pytest.fixture(scope='module')
