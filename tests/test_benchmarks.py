@@ -230,6 +230,25 @@ def test_benchmark_detection_smoke():
 
 
 @pytest.mark.slow
+def test_benchmark_segmentation_smoke():
+    out = _run('benchmark_segmentation.py', '--size', 64, '--iters', 1, '--images', 20, '--metric-batch', 4,
+               '--checkpoints', 4, 12, 20)
+    header, rows = _table(out, 'model')
+    _check(header, rows, 'resnet50', ['van-b2'], [('time / base', 0)])
+    # mmseg's upernet_r50 heads on both backbones: ResNet-50c (23.5M) and VAN-B2 (26.2M) plus UPerHead/FCNHead
+    params = {name: float(_cell(header, rows, name, 'params (M)')) for name in ('resnet50', 'van-b2')}
+    assert 60 < params['resnet50'] < 70 and 50 < params['van-b2'] < 60, params
+    header, rows = _table(out, 'images')
+    assert [r.split()[0] for r in rows] == ['4', '12', '20']  # 20 images in batches of 4, read at 4, 12 and 20
+    # one running (4, 150) int64 histogram: the state neither grows nor multiplies with the images fed
+    assert {_cell(header, rows, n, 'entries') for n in ('4', '12', '20')} == {'1'}
+    assert {_cell(header, rows, n, 'state B') for n in ('4', '12', '20')} == {str(4 * 150 * 8)}
+    _check(header, rows, '4', ['12', '20'], [('state / base', 0), ('RSS / base', 0), ('peak+ / base', 0)])
+    assert _ratio_value(_cell(header, rows, '20', 'state / base')) == 1.0
+    assert re.search(r'compute_metrics \d+\.\d ms \(mIoU \d+\.\d\d, aAcc \d+\.\d\d\)', out), out
+
+
+@pytest.mark.slow
 def test_benchmark_coco_eval_smoke():
     out = _run('benchmark_coco_eval.py', '--images', 20, '--classes', 5, '--repeats', 2, '--segm',
                '--segm-images', 5)

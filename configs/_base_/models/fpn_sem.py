@@ -7,7 +7,7 @@ data_preprocessor = dict(type='SegDataPreprocessor', mean=[123.675, 116.28, 103.
 model = dict(
     type='EncoderDecoder',
     data_preprocessor=data_preprocessor,
-    backbone=dict(type='TimmBackbone', model_name='resnet50', out_indices=(1, 2, 3, 4)),
+    backbone=dict(type='TimmBackbone', model_name='resnet50c', out_indices=(1, 2, 3, 4)),  # mmseg's ResNetV1c
     neck=dict(type='FPN', in_channels=[256, 512, 1024, 2048], out_channels=256, num_outs=4),
     decode_head=dict(
         type='FPNHead',
