@@ -8,6 +8,7 @@ _base_ = ['../_base_/models/upernet.py', '../_base_/datasets/ade20k.py',
 model = dict(
     backbone=dict(
         _delete_=True, type='TimmBackbone', model_name='van_b2', out_indices=(0, 1, 2, 3), drop_path_rate=0.1,
+        norm_eps=1e-5,  # the stage LayerNorms of this checkpoint's code (van.py@8285fc7); the S-FPN one used 1e-6
         pretrained=False),  # ImageNet weights: --cfg-options model.backbone.pretrained=PATH/van_b2.pth.tar
     decode_head=dict(in_channels=[64, 128, 320, 512]),
     auxiliary_head=dict(in_channels=320),

@@ -152,6 +152,8 @@ class TimmBackbone(BaseModule):
 
     Built with timm's ``features_only`` (``feature_cls='getter'`` models such as Vim go through
     ``forward_intermediates``), so every model with timm feature support works, including timm's own.
+    :meth:`convert_state_dict` maps the family's official/classification layout (e.g. the ``backbone.*`` weights of
+    an official mmseg checkpoint) to this module's keys.
 
     Args:
         model_name: timm model name, e.g. ``'vim_tiny'``.
@@ -242,23 +244,27 @@ class TimmBackbone(BaseModule):
         if not rest:
             return dict(state)
         if self.out_norms is not None:
-            indices = [i % len(self.body.feature_info.info) if isinstance(i, int) and i < 0 else i
-                       for i in self.body.feature_info.out_indices]
+            levels = len(self.body.feature_info.info)  # every feature level of the model, taken or not
+            indices = [i % levels for i in self.body.feature_info.out_indices]
             pattern = re.compile(r'^(?:%s)\.(\d+)\.(.*)$' % '|'.join(_OFFICIAL_OUT_NORMS))
             for key in list(rest):
                 match = pattern.match(key)
-                if match:
-                    value = rest.pop(key)
-                    stage = int(match.group(1))
-                    if stage in indices:
-                        out[f'out_norms.{indices.index(stage)}.{match.group(2)}'] = value
+                stage = int(match.group(1)) if match else -1
+                if stage in indices:
+                    out[f'out_norms.{indices.index(stage)}.{match.group(2)}'] = rest.pop(key)
+                elif 0 <= stage < levels:
+                    del rest[key]  # the norm of a level this backbone does not output
         if not rest:
             return out
         full = _full_model(self.model_name, self._model_kwargs)
         family_filter = _family_filter(self.model_name)
         if family_filter is not None:
             # filters may read the model's real tensors (e.g. a position grid); a getter wrapper keeps the real model
-            rest = family_filter(rest, getattr(self.body, 'model', full))
+            try:
+                rest = family_filter(rest, getattr(self.body, 'model', full))
+            except (KeyError, ValueError, RuntimeError) as e:
+                raise CheckpointError(f'TimmBackbone(model_name={self.model_name!r}): the backbone weights do not '
+                                      f'convert through {family_filter.__module__}.checkpoint_filter_fn: {e}') from e
         full_keys = set(full.state_dict())
         for key, value in rest.items():
             for name in ('body.model.' + key, 'body.' + key, 'body.' + key.replace('.', '_', 1)):

@@ -151,13 +151,17 @@ def install_checkpoint_loader() -> None:
 
 
 def load_model_weights(model: torch.nn.Module, state: dict, filename: str) -> None:
-    """Load ``state`` (from :func:`load_state_dict_file` of ``filename``) into ``model`` strictly.
+    """Load ``state`` (from :func:`load_state_dict_file` of ``filename``) into ``model`` strictly, after the model's
+    ``convert_checkpoint(state)`` where it has one (official checkpoint layouts -> the model's keys).
 
     Raises:
         CheckpointError: naming ``filename`` and the missing, unexpected or wrongly shaped keys.
     """
     if all(k.startswith('module.') for k in state):
         state = {k[len('module.'):]: v for k, v in state.items()}
+    convert = getattr(model, 'convert_checkpoint', None)
+    if callable(convert):  # official layouts -> the model's keys (e.g. EncoderDecoder.convert_checkpoint)
+        state = convert(state)
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]

@@ -148,7 +148,9 @@ def _preview(keys: Sequence[str], limit: int = 4) -> str:
 class CheckpointKeysHook(Hook):
     """Checks a checkpoint against the model before the Runner restores anything from it.
 
-    ``load_from`` (fine-tuning) and ``--resume`` must hold exactly the model's weights with the model's shapes.
+    ``load_from`` (fine-tuning) and ``--resume`` must hold exactly the model's weights with the model's shapes, after
+    the model's ``convert_checkpoint(state)`` where it has one (official layouts -> the model's keys; the Runner then
+    loads the converted weights).
     For ``load_from`` only, ``ignore_keys`` (the config's ``load_from_ignore_keys``: regular expressions matched at
     the start of a key, e.g. ``['head\\.fc\\.']`` when ``num_classes`` differs) names weights that may be missing,
     unexpected or of another shape; those keep the model's own initialisation. Anything else stops the run with one
@@ -178,6 +180,12 @@ class CheckpointKeysHook(Hook):
         if state and all(k.startswith('module.') for k in state):
             state = {k[len('module.'):]: v for k, v in state.items()}
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        convert = getattr(model, 'convert_checkpoint', None)
+        if callable(convert):  # an official layout (e.g. an mmseg 0.x checkpoint): compare and load the model's keys
+            original, state = state, convert(state)
+            converted = state is not original
+        else:
+            converted = False
         own = model.state_dict()
         allowed = (lambda k: False) if resume else (lambda k: any(p.match(k) for p in self.ignore))
         missing = [k for k in own if k not in state and not allowed(k)]
@@ -194,7 +202,7 @@ class CheckpointKeysHook(Hook):
                                   f'{"; ".join(parts)}; {hint}')
         # allowed differences: keep the model's own initialisation for them
         kept = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
-        if len(kept) != len(state) or 'state_dict' not in checkpoint:
+        if len(kept) != len(state) or 'state_dict' not in checkpoint or converted:
             checkpoint['state_dict'] = kept
         if resume:
             if not isinstance(checkpoint.get('meta'), dict) or 'epoch' not in checkpoint['meta']:

@@ -28,6 +28,7 @@ from ..registry import MODELS
 from ..utils.options import argument_error, merged_options
 from .data_preprocessor import _size_pair
 from .base import BackboneModel
+from .seg_checkpoint import convert_segmentor_state_dict
 
 __all__ = ['EncoderDecoder']
 
@@ -105,6 +106,13 @@ class EncoderDecoder(BackboneModel):
             raise argument_error(name, 'test_cfg.flip_direction', cfg['flip_direction'],
                                  "expected 'horizontal' or 'vertical'")
         return cfg
+
+    def convert_checkpoint(self, state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """A checkpoint's weights -> this model's keys, before a strict load (the loaders call it: ``load_from``,
+        ``tools/test.py CONFIG CKPT``): this model's own checkpoints unchanged, official mmseg ones through
+        :func:`visionzoo.models.seg_checkpoint.convert_segmentor_state_dict` (the backbone's
+        ``convert_state_dict`` for ``backbone.*``; heads and necks already use mmseg's names)."""
+        return convert_segmentor_state_dict(self, state)
 
     @property
     def with_auxiliary_head(self) -> bool:
