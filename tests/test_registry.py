@@ -21,6 +21,13 @@ def _ade_folder(tmp_path):
     return str(tmp_path)
 
 
+def _imagenet_folder(root):
+    """A one-image ImageNet val/ folder."""
+    (root / 'val' / 'n01440764').mkdir(parents=True)
+    cv2.imwrite(str(root / 'val' / 'n01440764' / 'a.png'), np.zeros((8, 8, 3), np.uint8))
+    return str(root)
+
+
 def _build_args(tiny_shapes, tmp_path):
     """Config (without ``type``) for every registered type; a new type must be added here to be tested."""
     model = torch.nn.Linear(2, 2)
@@ -90,6 +97,9 @@ def _build_args(tiny_shapes, tmp_path):
         (TRANSFORMS, 'RandomCrop'): dict(crop_size=(32, 32), cat_max_ratio=0.75),
         (TRANSFORMS, 'PhotoMetricDistortion'): dict(),
         (TRANSFORMS, 'PackSegInputs'): dict(),
+        (DATASETS, 'ImageNetDataset'): dict(data_root=_imagenet_folder(tmp_path / 'imagenet'), synsets=['n01440764']),
+        (TRANSFORMS, 'ModelEvalTransform'): dict(model_name='van_b0'),
+        (MODELS, 'Feature2Pyramid'): dict(embed_dim=8, rescales=[4, 2, 1, 0.5], norm_cfg='BN'),
         (HOOKS, 'EvalProgressHook'): dict(),
         (HOOKS, 'MetricTableHook'): dict(),
         (HOOKS, 'PredictionDrawHook'): dict(show_dir=str(tmp_path / 'show')),

@@ -10,8 +10,9 @@ import torch
 from mmengine.config import Config
 
 import visionzoo  # noqa: F401
-from conftest import ROOT, official_layout
+from conftest import ROOT, official_layout, synthetic_state_dict
 from visionzoo.engine.config import check_config
+from visionzoo.models.seg_checkpoint import convert_segmentor_state_dict
 from visionzoo.registry import MODELS
 
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, 'configs', 'upernet', '*.py'))
@@ -21,7 +22,9 @@ OFFICIAL = {  # config -> recorded official segmentor layout
     'upernet_biformer-s_512x512_160k_ade20k.py': 'seg_biformer_s_upernet',
     'fpn_van-b2_512x512_40k_ade20k.py': 'seg_van_b2_sfpn',
     'fpn_biformer-s_512x512_80k_ade20k.py': 'seg_biformer_s_sfpn',
+    'upernet_vim-tiny_512x512_60k_ade20k.py': 'seg_vim_tiny_upernet',
 }
+UNUSED = ('backbone.norm_f.',)  # stored by the official Vim seg code, never used (last_layer_process='none')
 BUFFERS = ('running_mean', 'running_var', 'num_batches_tracked')
 
 
@@ -32,7 +35,8 @@ def _build(cfg):
 
 def test_there_are_configs_for_every_family():
     names = ' '.join(os.path.basename(p) for p in CONFIGS)
-    for family in ('van-b2', 'biformer-s', 'mambaout-tiny', 'slab-swin-tiny', 'efficientvit-m4', 'shvit-s4'):
+    for family in ('van-b2', 'biformer-s', 'vim-tiny', 'mambaout-tiny', 'slab-swin-tiny', 'efficientvit-m4',
+                   'shvit-s4'):
         assert family in names, family
 
 
@@ -51,9 +55,26 @@ def test_config_builds_with_the_official_size_and_schedule(path):
     name = os.path.basename(path)
     if name in OFFICIAL:
         layout = official_layout(OFFICIAL[name])
-        official = sum(torch.Size(shape).numel() for key, shape in layout['keys'] if not key.endswith(BUFFERS))
+        official = sum(torch.Size(shape).numel() for key, shape in layout['keys']
+                       if not key.endswith(BUFFERS) and not key.startswith(UNUSED))
         ours = sum(p.numel() for p in model.parameters())
         assert ours == official, (ours, official)
+
+
+@pytest.mark.parametrize('name', sorted(OFFICIAL))
+def test_official_checkpoint_layout_loads_strictly_into_the_config(name):
+    """The recorded official segmentor layout (synthetic values) -> our checkpoint conversion -> strict load into
+    the model our config builds; every official tensor lands somewhere (nothing dropped but unused weights)."""
+    cfg = Config.fromfile(os.path.join(ROOT, 'configs', 'upernet' if name.startswith('upernet') else 'sem_fpn', name))
+    model = _build(cfg)
+    state = synthetic_state_dict(official_layout(OFFICIAL[name])['keys'])
+    converted = convert_segmentor_state_dict(model, state)
+    own = model.state_dict()
+    filled = {k: v for k, v in own.items() if k.endswith('num_batches_tracked')}  # left out by synthetic_state_dict
+    model.load_state_dict({**filled, **converted}, strict=True, assign=True)
+    kept = {id(v) for v in converted.values()}
+    lost = [k for k, v in state.items() if id(v) not in kept and not k.startswith(UNUSED)]
+    assert not lost, lost
 
 
 def test_one_training_step_of_a_cheap_config():

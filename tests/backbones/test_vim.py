@@ -14,6 +14,7 @@ from _helpers import assert_missing_key_is_reported
 import visionzoo  # noqa: F401  (registers vim_*)
 from visionzoo.backbones.vim import VimMixer, VisionMamba, checkpoint_filter_fn
 from visionzoo.registry import MODELS
+from visionzoo.utils.errors import ArgumentError
 
 VIM_MODELS = ('vim_tiny', 'vim_small', 'vim_base', 'vim_tiny_stride8', 'vim_small_stride8')
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -279,3 +280,28 @@ def test_triton_scan_path_in_interpreter_matches_torch_path():
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split()[:1] == ['ok']
+
+
+def test_dense_features_mixer_returns_the_block_outputs_alone():
+    """dense_features='mixer' (VisionMambaSeg's use_residual_as_feature=False): the mixer output of each chosen block,
+    not the residual stream; a plain loop over the blocks is the reference."""
+    torch.manual_seed(0)
+    kw = dict(depth=4, img_size=64, class_token=False, pretrained=False)
+    mixer = timm.create_model('vim_tiny', dense_features='mixer', **kw).eval()
+    residual = timm.create_model('vim_tiny', **kw).eval()
+    residual.load_state_dict(mixer.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        got = mixer.forward_intermediates(x, indices=[1, 3], intermediates_only=True)
+        stream = residual.forward_intermediates(x, indices=[1, 3], intermediates_only=True)
+        hidden, _ = mixer._embed(x)
+        res, outs = None, []
+        for layer in mixer.layers:
+            hidden, res = mixer._run_layer(layer, hidden, res)
+            outs.append((hidden, res))
+    for feat, full, i in zip(got, stream, (1, 3)):
+        h, r = outs[i]
+        torch.testing.assert_close(feat, h.transpose(1, 2).reshape(feat.shape))
+        torch.testing.assert_close(full, (h + r).transpose(1, 2).reshape(full.shape))
+    with pytest.raises(ArgumentError, match=r"dense_features='stream'\): expected 'residual' or 'mixer'"):
+        timm.create_model('vim_tiny', dense_features='stream', **kw)

@@ -196,6 +196,10 @@ class VisionMamba(ClassifierMixin, nn.Module):
         norm_eps: RMSNorm epsilon.
         residual_in_fp32: keep the residual stream in float32 (safe under autocast).
         divide_out: average rather than sum the two scan directions (the official models average).
+        dense_features: what ``forward_intermediates`` (and so ``features_only``) returns after each chosen block:
+            ``'residual'`` the residual stream ``residual + mixer output`` (the official dense code's
+            ``use_residual_as_feature=True, last_layer_process='add'``, as its Vim-S scripts use) or ``'mixer'`` the
+            block's mixer output alone (``VisionMambaSeg``'s defaults, as its Vim-Ti UperNet uses).
     """
 
     def __init__(self, img_size: Union[int, Tuple[int, int]] = 224, patch_size: int = 16, stride: int = 16,
@@ -203,8 +207,12 @@ class VisionMamba(ClassifierMixin, nn.Module):
                  embed_dim: int = 192, depth: int = 24, d_state: int = 16, d_conv: int = 4, expand: int = 2,
                  dt_rank: Union[int, str] = 'auto', class_token: bool = True, drop_rate: float = 0.,
                  pos_drop_rate: float = 0., drop_path_rate: float = 0., norm_eps: float = 1e-5,
-                 residual_in_fp32: bool = True, divide_out: bool = True):
+                 residual_in_fp32: bool = True, divide_out: bool = True, dense_features: str = 'residual'):
         super().__init__()
+        if dense_features not in ('residual', 'mixer'):
+            raise argument_error(type(self).__name__, 'dense_features', dense_features,
+                                 "expected 'residual' or 'mixer'")
+        self.dense_features = dense_features
         self.has_class_token = class_token
         self.embed_dim = embed_dim
         self.num_prefix_tokens = 1 if class_token else 0
@@ -312,7 +320,8 @@ class VisionMamba(ClassifierMixin, nn.Module):
                               norm: bool = False, stop_early: bool = False, output_fmt: str = 'NCHW',
                               intermediates_only: bool = False, return_prefix_tokens: bool = False):
         """Features after chosen blocks: the residual stream ``residual + mixer_out`` after block i (the official
-        dense code's ``last_layer_process='add'``), normalised by ``norm_f`` when ``norm`` (``'add & norm'``).
+        dense code's ``last_layer_process='add'``), or the mixer output alone with ``dense_features='mixer'``;
+        normalised by ``norm_f`` when ``norm`` (``'add & norm'``).
 
         Args:
             indices: int n for the last n blocks, or a list of block indices (negative from the end); None: all.
@@ -332,7 +341,7 @@ class VisionMamba(ClassifierMixin, nn.Module):
             hidden, residual = self._run_layer(layer, hidden, residual)
             if i not in take_indices:
                 continue
-            feat = residual + hidden
+            feat = hidden if self.dense_features == 'mixer' else residual + hidden
             feat = (self.norm_f(feat) if norm else feat).to(x.dtype)
             tokens = self._patch_tokens(feat)
             if output_fmt == 'NCHW':

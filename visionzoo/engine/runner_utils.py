@@ -18,7 +18,7 @@ from .resume import resolve_last_checkpoint
 
 __all__ = ['existing_checkpoints', 'check_work_dir', 'resolve_work_dir', 'setup_train_cfg', 'setup_test_cfg',
            'adapt_to_device', 'init_cpu_distributed', 'use_visionzoo_runner_parts', 'use_guarded_optim_wrapper',
-           'use_checkpoint_checks']
+           'use_checkpoint_checks', 'use_model_eval_transform']
 
 
 def resolve_work_dir(cfg, work_dir: Optional[str], config_path: str) -> None:
@@ -216,6 +216,27 @@ def setup_train_cfg(cfg: Config, work_dir: Optional[str], resume, amp: bool, lau
     return cfg
 
 
+def _fill_model_name(node, model_name: str) -> None:
+    if isinstance(node, dict):
+        if str(node.get('type', '')).split('.')[-1] == 'ModelEvalTransform' and node.get('model_name') is None:
+            node['model_name'] = model_name
+        for value in node.values():
+            _fill_model_name(value, model_name)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            _fill_model_name(value, model_name)
+
+
+def use_model_eval_transform(cfg: Config) -> None:
+    """``ModelEvalTransform`` entries of the val/test data without a ``model_name`` get ``model.backbone``'s, so the
+    preprocessing follows ``--cfg-options model.backbone.model_name=...``."""
+    backbone = (cfg.get('model') or {}).get('backbone')
+    model_name = backbone.get('model_name') if isinstance(backbone, dict) else backbone
+    if isinstance(model_name, str):
+        for key in ('val_dataloader', 'test_dataloader'):
+            _fill_model_name(cfg.get(key), model_name)
+
+
 def setup_test_cfg(cfg: Config, work_dir: Optional[str], launcher: str, config_path: str,
                    out: Optional[str] = None, show_dir: Optional[str] = None,
                    show_max: Optional[int] = None) -> Config:
@@ -253,6 +274,7 @@ def setup_test_cfg(cfg: Config, work_dir: Optional[str], launcher: str, config_p
             raise ConfigError(f'--show-dir: {show_dir} is not empty; choose a new or empty folder')
         cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [
             dict(type='PredictionDrawHook', show_dir=show_dir, max_images=show_max)]
+    use_model_eval_transform(cfg)
     adapt_to_device(cfg)
     use_visionzoo_runner_parts(cfg)
     return cfg

@@ -26,7 +26,10 @@ _BACKBONE = 'backbone.'
 # weights that official code keeps in its backbone and visionzoo in a separate module: (pattern, replacement), used
 # only where the model has the replacement key
 _MOVED = (
-    (re.compile(r'^backbone\.(fpn[1-4]\..*)$'), r'neck.\1'),  # BEiT-style multi-level pyramid (Vim seg, BEiT)
+    # BEiT-style multi-level pyramid (Vim seg, BEiT): mmseg's Feature2Pyramid names, or a neck keeping the official ones
+    (re.compile(r'^backbone\.fpn1\.(.*)$'), r'neck.upsample_4x.\1'),
+    (re.compile(r'^backbone\.fpn2\.(.*)$'), r'neck.upsample_2x.\1'),
+    (re.compile(r'^backbone\.(fpn[1-4]\..*)$'), r'neck.\1'),
 )
 
 
