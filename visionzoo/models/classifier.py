@@ -1,10 +1,12 @@
 """Image classifier: a timm model (any registered name, ours or timm's) as backbone plus a head."""
-from typing import Optional, Union
+from typing import Dict, Optional, Union
 
 import torch
 from mmengine.model import BaseModel
 
 from ..backbones import create_timm_model
+from ..backbones.timm_backbone import _classifier_names, _family_filter
+from ..utils.errors import CheckpointError
 from ..registry import MODELS
 from ..utils.options import argument_error
 
@@ -32,7 +34,8 @@ class ImageClassifier(BaseModel):
         if 'model_name' not in backbone:
             raise argument_error('ImageClassifier', 'backbone', given,
                                  "expected a timm model name or dict(model_name='<timm model name>', ...)")
-        self.backbone = create_timm_model(backbone.pop('model_name'), num_classes=0, owner='ImageClassifier',
+        self.model_name = backbone.pop('model_name')
+        self.backbone = create_timm_model(self.model_name, num_classes=0, owner='ImageClassifier',
                                           arg_prefix='backbone.', **backbone)
         head = dict(head)
         # timm models with num_classes=0 return pre-logits of width head_hidden_size (num_features unless the
@@ -42,6 +45,36 @@ class ImageClassifier(BaseModel):
 
     def extract_feat(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.backbone(inputs)
+
+    def convert_checkpoint(self, state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Weights of the whole classifier in the model family's layouts -> this model's keys (``backbone.*``,
+        ``head.fc.*``), for ``tools/test.py CONFIG CKPT`` and ``load_from``.
+
+        Our own checkpoints come back unchanged. Others (timm's full model, the official repository's, mmpretrain's
+        where the family's filter reads it) go through the family's ``checkpoint_filter_fn`` (as ``pretrained=PATH``
+        does); the classifier (timm's pretrained-cfg ``classifier`` name) becomes ``head.fc``, the rest the backbone.
+        Nothing is checked here: the strict load that follows names what does not fit.
+        """
+        own = self.state_dict()
+        if all(k in own for k in state):
+            return state
+        family_filter = _family_filter(self.model_name)
+        if family_filter is not None:
+            try:
+                state = family_filter(dict(state), self.backbone)
+            except (KeyError, ValueError, RuntimeError) as e:
+                raise CheckpointError(f'ImageClassifier(backbone.model_name={self.model_name!r}): the weights do not '
+                                      f'convert through {family_filter.__module__}.checkpoint_filter_fn: {e}') from e
+        heads = tuple(name + '.' for name in _classifier_names(self.model_name))
+        out = {}
+        for key, value in state.items():
+            if key in own:
+                out[key] = value
+            elif key.startswith(heads):
+                out['head.fc.' + key.rsplit('.', 1)[-1]] = value
+            else:
+                out['backbone.' + key] = value
+        return out
 
     def forward(self, inputs: torch.Tensor, data_samples: Optional[dict] = None, mode: str = 'tensor'):
         logits = self.head(self.extract_feat(inputs))
