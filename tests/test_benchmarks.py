@@ -263,3 +263,11 @@ def test_benchmark_scripts_reject_bad_sizes():
     result = subprocess.run([sys.executable, os.path.join(BENCHMARKS, 'benchmark_vim.py'), '--sizes', '30'],
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 2 and '--sizes' in result.stderr and 'multiple of the patch size 16' in result.stderr
+
+
+@pytest.mark.slow
+def test_benchmark_nat_smoke():
+    out = _run('benchmark_nat.py', '--rows', 'na-op', '--no-memory', '--no-inference', '--size', 32, '--batch', 1,
+               '--repeats', 1)
+    header, rows = _table(out, 'row')
+    _check(header, rows, 'masked-sdpa', ['na-op'], [('ratio', 0), ('ratio', 1), ('ratio', 2)])

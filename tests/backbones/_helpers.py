@@ -23,6 +23,8 @@ _VAN = dict(embed_dims=(8, 16, 24, 32), depths=(1, 2, 1, 1))
 # 3 x 3 regions: topk 1 and 2 run the routed op's chunked formulation, topk 4 its dense one
 _BIFORMER = dict(depths=(1, 1, 1, 1), embed_dims=(16, 32, 32, 32), head_dim=8, n_win=3, topks=(1, 2, 4, -2))
 _SLAB_HIER = dict(num_heads=(2, 2, 2, 2), img_size=64)
+# kernel 3; DiNAT's dilations 8/4/2/1 pad every level of a 64² input (maps 16 ... 2 against windows 24 ... 3)
+_NAT = dict(embed_dim=8, depths=(1, 2, 1, 1), num_heads=(1, 2, 2, 2), kernel_size=3)
 
 CONTRACT_CASES = {
     'vim': [ContractCase(name, _VIM, (64, 64), (48, 80), name in ('vim_tiny', 'vim_tiny_stride8')) for name in
@@ -38,6 +40,9 @@ CONTRACT_CASES = {
         ContractCase('slab_swin_small', dict(_SLAB_HIER, embed_dim=8, depths=(2, 1, 2, 1)), (64, 64), (72, 40), False),
         ContractCase('slab_cswin_tiny', dict(_SLAB_HIER, embed_dim=8, depths=(1, 1, 2, 1)), (96, 160), (64, 64)),
     ],
+    'nat': [ContractCase(name, _NAT, (64, 64), (56, 72), name in ('nat_small', 'dinat_mini')) for name in
+            ('nat_mini', 'nat_tiny', 'nat_small', 'nat_base', 'dinat_mini', 'dinat_tiny', 'dinat_small', 'dinat_base',
+             'dinat_large', 'dinat_large_384')],
 }
 
 

@@ -84,8 +84,14 @@ def _family_filter(model_name: str) -> Optional[Callable[[dict, nn.Module], dict
     return getattr(module, 'checkpoint_filter_fn', None)
 
 
-# per-output norms of the official dense models, by the name of their ModuleList there; index = stage index
-_OFFICIAL_OUT_NORMS = ('extra_norms',)
+# per-output norms of the official dense models: (stage index, rest of the key); BiFormer's extra_norms.{i} by default,
+# a family module may declare its own as OFFICIAL_OUT_NORMS (NAT's detection/segmentation code: norm{i})
+_OFFICIAL_OUT_NORMS = r'^extra_norms\.(\d+)\.(.*)$'
+
+
+def _family_out_norms(model_name: str) -> str:
+    module = sys.modules.get(timm.models.model_entrypoint(model_name).__module__)
+    return getattr(module, 'OFFICIAL_OUT_NORMS', _OFFICIAL_OUT_NORMS)
 
 
 def create_timm_model(model_name: str, pretrained: Union[bool, str] = False, *, owner: str = 'create_timm_model',
@@ -228,7 +234,8 @@ class TimmBackbone(BaseModule):
         For official segmentation/detection checkpoints (their ``backbone.*`` entries without the prefix) and
         classification checkpoints. Keys that are already this module's pass through unchanged; the others:
 
-        * per-output norms of the official dense code (``extra_norms.{stage}``, BiFormer) -> ``out_norms.{i}``, i the
+        * per-output norms of the official dense code (``extra_norms.{stage}``, BiFormer; a family module may name
+          its own pattern as ``OFFICIAL_OUT_NORMS``, NAT's ``norm{stage}``) -> ``out_norms.{i}``, i the
           position of the stage in ``out_indices`` (norms of stages not taken are dropped); without ``out_norm`` they
           stay as they are, so a strict load names them;
         * the rest goes through the family's ``checkpoint_filter_fn`` (as ``pretrained=PATH`` does), then from the
@@ -246,7 +253,7 @@ class TimmBackbone(BaseModule):
         if self.out_norms is not None:
             levels = len(self.body.feature_info.info)  # every feature level of the model, taken or not
             indices = [i % levels for i in self.body.feature_info.out_indices]
-            pattern = re.compile(r'^(?:%s)\.(\d+)\.(.*)$' % '|'.join(_OFFICIAL_OUT_NORMS))
+            pattern = re.compile(_family_out_norms(self.model_name))
             for key in list(rest):
                 match = pattern.match(key)
                 stage = int(match.group(1)) if match else -1
