@@ -13,7 +13,7 @@ from PIL import Image
 from conftest import ROOT, TINY_SHAPES, run_tool, write_config
 from test_tools import _assert_one_clear_error, _scalars
 
-DEMO = os.path.join(ROOT, 'configs', 'sem_fpn', 'fpn_van-b0_shapes-demo.py')
+DEMO = os.path.join(ROOT, 'configs', 'sem_fpn', 'fpn_efficientvit-m0_shapes-demo.py')
 
 
 def tiny_seg_config(tmp_path, tiny_shapes, extra: str = '', name='tiny_seg.py') -> str:
