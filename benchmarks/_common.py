@@ -203,3 +203,109 @@ class Table:
         """Print one row; numbers take their column's spec, strings print as they are, None as ``-``. A row may
         have fewer cells than the table has columns (``table.row(name, 'failed')``)."""
         print(self._line(cells), flush=True)
+
+
+# ------------------------------------------------------------------------ a classifier's training step, row by row
+def classifier_step_worker(build: Callable[[str, int, str], torch.nn.Module], name: str, task: str, mode: str,
+                           size: int, batch: int, device: str, repeats: int) -> dict:
+    """(In a fresh subprocess) the model ``build(name, size, device)`` on a random batch: ``mode='memory'``: peak
+    memory of one step (after a warm-up step on one image); ``'time'``: best forward and backward times over
+    ``repeats`` steps after a warm-up step. ``task``: ``'train'`` (cross-entropy, backward) or ``'infer'``."""
+    model = build(name, size, device)
+    model.train(task == 'train')
+    x = torch.randn(batch, 3, size, size, device=device)
+    target = torch.randint(0, 1000, (batch,), device=device)
+
+    def forward(inputs):
+        if task == 'train':
+            return torch.nn.functional.cross_entropy(model(inputs), target[:inputs.shape[0]])
+        with torch.no_grad():
+            return model(inputs)
+
+    if mode == 'memory':
+        warm = forward(x[:1])  # builds lazily made tables (e.g. attention masks) before the measured step
+        if task == 'train':
+            warm.backward()
+        model.zero_grad(set_to_none=True)
+        del warm
+        return {'peak_bytes': peak_memory(lambda: forward(x), [], device, backward=task == 'train')}
+    best_fwd = best_bwd = float('inf')
+    for step in range(repeats + 1):
+        t_fwd, out = timed(lambda: forward(x), device)
+        t_bwd, _ = timed(out.backward if task == 'train' else lambda: None, device)
+        model.zero_grad(set_to_none=True)
+        del out
+        if step:  # the first step warms up
+            best_fwd, best_bwd = min(best_fwd, t_fwd), min(best_bwd, t_bwd)
+    return {'fwd': best_fwd, 'bwd': best_bwd if task == 'train' else None}
+
+
+def classifier_step_main(script: str, description: str, title: str, build: Callable[[str, int, str], torch.nn.Module],
+                         rows: Sequence[str], trainable: Sequence[str], baseline: str, argv=None) -> None:
+    """Command line of a benchmark that compares models (``rows``, built by ``build``) against ``baseline``: a
+    training-step table (the ``trainable`` rows) and an inference table, each row measured in fresh interpreters
+    (:func:`run_memory_and_time`); ``script`` is the benchmark's own file, re-run with ``--worker``."""
+    import argparse
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument('--size', type=int, default=224)
+    parser.add_argument('--batch', type=int, default=8)
+    parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda'))
+    parser.add_argument('--repeats', type=int, default=3, help='timed steps after the warm-up step (best is kept)')
+    parser.add_argument('--threads', type=int, default=2, help='torch CPU threads (default 2)')
+    parser.add_argument('--no-inference', action='store_true', help='skip the inference rows')
+    parser.add_argument('--no-memory', action='store_true', help='skip the peak-memory runs')
+    parser.add_argument('--rows', nargs='+', choices=rows, default=list(rows),
+                        help=f'rows to run (the baseline {baseline} always runs; default: all)')
+    parser.add_argument('--worker', choices=rows, help=argparse.SUPPRESS)
+    parser.add_argument('--task', choices=('train', 'infer'), default='train', help=argparse.SUPPRESS)
+    parser.add_argument('--mode', choices=('memory', 'time'), default='time', help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.size < 1 or args.batch < 1 or args.repeats < 1 or args.threads < 1:
+        parser.error('--size, --batch, --repeats and --threads must be at least 1')
+    torch.set_num_threads(args.threads)
+    if args.worker:
+        emit(classifier_step_worker(build, args.worker, args.task, args.mode, args.size, args.batch, args.device,
+                                    args.repeats))
+        return
+
+    def measure(name: str, task: str) -> Optional[dict]:
+        worker_argv = ['--worker', name, '--task', task, '--size', args.size, '--batch', args.batch, '--device',
+                       args.device, '--repeats', args.repeats, '--threads', args.threads]
+        return run_memory_and_time(script, worker_argv, f'{name} {task}', memory=not args.no_memory)
+
+    def get(row, key):
+        return row[key] if row else None
+
+    width = max(len(r) for r in rows) + 1
+    print(f'# {title}, {args.size}², batch {args.batch}, {args.device}, {args.threads} threads, best of '
+          f'{args.repeats} after a warm-up; torch {torch.__version__}')
+    print(f'# ratios = {baseline} / row, measured in this run (higher is better); peak = growth of peak memory '
+          f'during one step')
+    print('\ntraining step (forward + cross-entropy + backward)')
+    table = Table([('row', width, '<'), ('fwd ms', 9, '.0f'), ('ratio', 8), ('bwd ms', 9, '.0f'), ('ratio', 8),
+                   ('step ms', 9, '.0f'), ('ratio', 8), ('peak MiB', 10, '.0f'), ('ratio', 8)])
+    table.header()
+    results = {name: measure(name, 'train') for name in trainable if name in args.rows or name == baseline}
+    base = results[baseline]
+    base_step = base and base['fwd'] + base['bwd']
+    for name, r in results.items():
+        if r is None:
+            table.row(name, 'failed')
+            continue
+        step = r['fwd'] + r['bwd']
+        table.row(name, r['fwd'] * 1e3, ratio(get(base, 'fwd'), r['fwd']), r['bwd'] * 1e3,
+                  ratio(get(base, 'bwd'), r['bwd']), step * 1e3, ratio(base_step, step),
+                  scaled(r['peak_bytes'], 2**-20), ratio(get(base, 'peak_bytes'), r['peak_bytes']))
+    if args.no_inference:
+        return
+    print('\ninference (eval, no_grad)')
+    table = Table([('row', width, '<'), ('img/s', 9, '.1f'), ('ratio', 8), ('peak MiB', 10, '.0f'), ('ratio', 8)])
+    table.header()
+    results = {name: measure(name, 'infer') for name in rows if name in args.rows or name == baseline}
+    base = results[baseline]
+    for name, r in results.items():
+        if r is None:
+            table.row(name, 'failed')
+            continue
+        table.row(name, args.batch / r['fwd'], ratio(get(base, 'fwd'), r['fwd']), scaled(r['peak_bytes'], 2**-20),
+                  ratio(get(base, 'peak_bytes'), r['peak_bytes']))
