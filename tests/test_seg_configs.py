@@ -89,3 +89,18 @@ def test_one_training_step_of_a_cheap_config():
     assert set(losses) == {'decode.loss_ce', 'decode.acc_seg'}
     assert torch.isfinite(losses['decode.loss_ce'])
     losses['decode.loss_ce'].backward()
+
+
+def test_norm_options_pass_the_check_when_another_library_registered_the_name():
+    """mmcv (imported by the mmpretrain reference tests) registers SyncBN/BN/GN in mmengine's root MODELS; norms are
+    built by visionzoo's factory, which takes requires_grad: the config check must not read them as that class."""
+    from mmengine.registry import MODELS as ROOT_MODELS
+    path = os.path.join(ROOT, 'configs', 'sem_fpn', 'fpn_van-b2_512x512_40k_ade20k.py')
+    had = 'SyncBN' in ROOT_MODELS.module_dict
+    if not had:
+        ROOT_MODELS.register_module(name='SyncBN', module=torch.nn.SyncBatchNorm)
+    try:
+        check_config(Config.fromfile(path), path)
+    finally:
+        if not had:
+            ROOT_MODELS.module_dict.pop('SyncBN')

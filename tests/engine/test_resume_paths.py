@@ -85,10 +85,10 @@ def _head_keys(state):
 
 def test_load_from_a_foreign_checkpoint_is_one_error(run2, tmp_path):
     foreign = tmp_path / 'foreign.pth'
-    torch.save({'state_dict': {'fc.weight': torch.zeros(2, 2), 'conv1.weight': torch.zeros(3)}}, foreign)
+    torch.save({'state_dict': {'decoder.weight': torch.zeros(2, 2), 'encoder.bias': torch.zeros(3)}}, foreign)
     proc = run_tool('train.py', run2['cfg'], '--work-dir', tmp_path / 'w1', '--cfg-options', f'load_from={foreign}')
     err = _assert_one_clear_error(proc, re.escape(f'load_from={foreign}'), 'do not fit', r'\d+ missing',
-                                  '2 unexpected', 'fc.weight')
+                                  '2 unexpected', 'decoder.weight')
     assert 'load_from_ignore_keys' in err
     assert not list((tmp_path / 'w1').glob('*.pth')), 'trained although the weights did not load'
 
@@ -117,11 +117,11 @@ def test_load_from_ignore_keys_reinitialises_a_head(run2, tmp_path):
 
 def test_resume_with_another_models_checkpoint_is_one_error(run2, tmp_path):
     ckpt = safe_load(str(run2['work_dir'] / 'epoch_2.pth'))
-    ckpt['state_dict'] = {'fc.weight': torch.zeros(2, 2)}
+    ckpt['state_dict'] = {'decoder.weight': torch.zeros(2, 2)}
     path = tmp_path / 'other_model.pth'
     torch.save(ckpt, path)
     proc = run_tool('train.py', run2['cfg'], '--work-dir', tmp_path / 'w4', '--resume', path)
-    _assert_one_clear_error(proc, re.escape(f'--resume {path}'), 'do not fit', 'unexpected', 'fc.weight')
+    _assert_one_clear_error(proc, re.escape(f'--resume {path}'), 'do not fit', 'unexpected', 'decoder.weight')
     weights_only = tmp_path / 'weights_only.pth'
     torch.save(safe_load(str(run2['work_dir'] / 'epoch_2.pth'))['state_dict'], weights_only)
     proc = run_tool('train.py', run2['cfg'], '--work-dir', tmp_path / 'w5', '--resume', weights_only)

@@ -286,6 +286,11 @@ def _accepted_keys(node: dict, path: str) -> Tuple[Optional[set], str]:
     from mmengine.optim.scheduler.param_scheduler import _ParamScheduler
     t = node.get('type')
     if isinstance(t, str):
+        from ..layers import LAYER_TYPES
+        if t.split('.', 1)[-1] in LAYER_TYPES:
+            # a norm/activation built by visionzoo.layers.norm_act (which checks its options, requires_grad among
+            # them), even where another library registered a class of that name (mmcv registers SyncBN, GN, ...)
+            return None, ''
         objs = _registered_objects(t)
         if not objs:
             return None, ''

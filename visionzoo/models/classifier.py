@@ -52,8 +52,9 @@ class ImageClassifier(BaseModel):
 
         Our own checkpoints come back unchanged. Others (timm's full model, the official repository's, mmpretrain's
         where the family's filter reads it) go through the family's ``checkpoint_filter_fn`` (as ``pretrained=PATH``
-        does); the classifier (timm's pretrained-cfg ``classifier`` name) becomes ``head.fc``, the rest the backbone.
-        Nothing is checked here: the strict load that follows names what does not fit.
+        does); the classifier (timm's pretrained-cfg ``classifier`` name) becomes ``head.fc``, the backbone's weights
+        ``backbone.*``; other keys keep their names. Nothing is checked here: the strict load that follows names what
+        does not fit.
         """
         own = self.state_dict()
         if all(k in own for k in state):
@@ -72,8 +73,10 @@ class ImageClassifier(BaseModel):
                 out[key] = value
             elif key.startswith(heads):
                 out['head.fc.' + key.rsplit('.', 1)[-1]] = value
-            else:
+            elif 'backbone.' + key in own:
                 out['backbone.' + key] = value
+            else:
+                out[key] = value  # foreign: kept as named in the file, for the strict load to report
         return out
 
     def forward(self, inputs: torch.Tensor, data_samples: Optional[dict] = None, mode: str = 'tensor'):
