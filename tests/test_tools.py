@@ -128,15 +128,25 @@ def test_distributed_training_with_torchrun(tiny_shapes, tmp_path):
     cfg = tiny_cls_config(tmp_path, tiny_shapes, max_epochs=1)
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                OMP_NUM_THREADS='1')
-    proc = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', '--master_port=29533',
-                           'tools/train.py', cfg, '--work-dir', str(tmp_path / 'ddp'), '--launcher', 'pytorch'],
-                          capture_output=True, text=True, timeout=600, env=env,
-                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    # On a loaded 2-core machine a rank sometimes aborts in torch's gloo teardown after the run has finished
+    # ("terminate called without an active exception", about 1 run in 8 here, with or without destroying the process
+    # group first): that case alone gets one more try, in a fresh work dir; any other failure fails at once.
+    for attempt in range(2):
+        work_dir = tmp_path / f'ddp{attempt}'
+        proc = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2',
+                               f'--master_port={29533 + attempt}', 'tools/train.py', cfg, '--work-dir', str(work_dir),
+                               '--launcher', 'pytorch'],
+                              capture_output=True, text=True, timeout=600, env=env,
+                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        out = proc.stdout + proc.stderr
+        teardown_abort = 'terminate called without an active exception' in out and 'val metrics' in out
+        if proc.returncode == 0 or not teardown_abort:
+            break
     assert proc.returncode == 0, proc.stderr[-4000:]
     log = proc.stdout + proc.stderr
     assert 'Distributed training: True' in log and 'GPU number: 2' in log  # mmengine's words for world size 2
     # 48 training images, batch 8 per process, 2 processes: 3 iterations per epoch instead of 6
-    assert safe_load(str(tmp_path / 'ddp' / 'epoch_1.pth'))['meta']['iter'] == 3
+    assert safe_load(str(work_dir / 'epoch_1.pth'))['meta']['iter'] == 3
 
 
 # ----------------------------------------------------------------------------------------------- bad input

@@ -33,7 +33,7 @@ def main(argv=None) -> int:
         from visionzoo.engine.config import check_types, load_config
         from visionzoo.engine.hooks import format_metric_table
         from visionzoo.engine.reporting import config_paths_in_errors
-        from visionzoo.engine.runner_utils import init_cpu_distributed, setup_test_cfg
+        from visionzoo.engine.runner_utils import finish_distributed, init_cpu_distributed, setup_test_cfg
 
         # missing file, not a checkpoint, no weights inside: fail before building anything, and load only once
         state = load_state_dict_file(args.checkpoint)
@@ -49,6 +49,7 @@ def main(argv=None) -> int:
             del state
             runner.logger.info(f'loaded weights from {args.checkpoint}')
             metrics = runner.test()
+        finish_distributed()
         if runner.rank == 0:
             print(format_metric_table(metrics, f'test metrics of {args.checkpoint}'))
             if args.out:

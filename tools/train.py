@@ -29,7 +29,7 @@ def main(argv=None) -> int:
 
         from visionzoo.engine.config import check_types, load_config
         from visionzoo.engine.reporting import config_paths_in_errors
-        from visionzoo.engine.runner_utils import init_cpu_distributed, setup_train_cfg
+        from visionzoo.engine.runner_utils import finish_distributed, init_cpu_distributed, setup_train_cfg
 
         cfg = load_config(args.config, args.cfg_options)
         setup_train_cfg(cfg, args.work_dir, args.resume, args.amp, args.launcher, args.config)
@@ -37,6 +37,7 @@ def main(argv=None) -> int:
         init_cpu_distributed(cfg)
         with config_paths_in_errors(cfg, args.config):
             Runner.from_cfg(cfg).train()
+        finish_distributed()
         return 0
 
     return run_cli(body)

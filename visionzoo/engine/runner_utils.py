@@ -174,6 +174,16 @@ def use_guarded_optim_wrapper(cfg: Config) -> None:
                           f'use one of {sorted(_GUARDED_TYPES)} or mix NonFiniteLossGuard into it')
 
 
+def finish_distributed() -> None:
+    """End a distributed run in order: every rank waits for the others (rank 0 may still be writing a checkpoint),
+    then the process group is destroyed before the interpreter exits. Left to interpreter teardown, a rank that
+    finished first could abort in gloo's destructor ("terminate called without an active exception")."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def init_cpu_distributed(cfg: Config) -> None:
     """Start the gloo process group for ``--launcher pytorch`` on a machine without CUDA.
 
