@@ -84,6 +84,20 @@ def _family_filter(model_name: str) -> Optional[Callable[[dict, nn.Module], dict
     return getattr(module, 'checkpoint_filter_fn', None)
 
 
+def apply_family_filter(model_name: str, state: Dict[str, torch.Tensor], model: nn.Module,
+                        owner: str) -> Dict[str, torch.Tensor]:
+    """``state`` through the ``checkpoint_filter_fn`` of ``model_name``'s family (official layouts -> timm's
+    names; unchanged when the family has none); a filter that fails is a :class:`CheckpointError` naming ``owner``."""
+    family_filter = _family_filter(model_name)
+    if family_filter is None:
+        return state
+    try:
+        return family_filter(dict(state), model)
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f'{owner}: the weights do not convert through {family_filter.__module__}.'
+                              f'checkpoint_filter_fn: {e}') from e
+
+
 # per-output norms of the official dense models: (stage index, rest of the key); BiFormer's extra_norms.{i} by default,
 # a family module may declare its own as OFFICIAL_OUT_NORMS (NAT's detection/segmentation code: norm{i})
 _OFFICIAL_OUT_NORMS = r'^extra_norms\.(\d+)\.(.*)$'
@@ -264,14 +278,9 @@ class TimmBackbone(BaseModule):
         if not rest:
             return out
         full = _full_model(self.model_name, self._model_kwargs)
-        family_filter = _family_filter(self.model_name)
-        if family_filter is not None:
-            # filters may read the model's real tensors (e.g. a position grid); a getter wrapper keeps the real model
-            try:
-                rest = family_filter(rest, getattr(self.body, 'model', full))
-            except (KeyError, ValueError, RuntimeError) as e:
-                raise CheckpointError(f'TimmBackbone(model_name={self.model_name!r}): the backbone weights do not '
-                                      f'convert through {family_filter.__module__}.checkpoint_filter_fn: {e}') from e
+        # filters may read the model's real tensors (e.g. a position grid); a getter wrapper keeps the real model
+        rest = apply_family_filter(self.model_name, rest, getattr(self.body, 'model', full),
+                                   f'TimmBackbone(model_name={self.model_name!r})')
         full_keys = set(full.state_dict())
         for key, value in rest.items():
             for name in ('body.model.' + key, 'body.' + key, 'body.' + key.replace('.', '_', 1)):

@@ -11,7 +11,7 @@ DeiT-style training scripts (Vim's among them) keep their command line in an ``a
 import argparse
 import os
 import pickle
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ from mmengine.runner.checkpoint import CheckpointLoader
 from ..utils.errors import CheckpointError
 
 __all__ = ['safe_load', 'runner_safe_globals', 'load_state_dict_file', 'load_model_weights',
-           'install_checkpoint_loader']
+           'install_checkpoint_loader', 'model_state', 'state_dict_mismatch']
 
 
 _HISTORY_STATISTICS = ('min', 'max', 'current', 'mean')
@@ -150,23 +150,35 @@ def install_checkpoint_loader() -> None:
         CheckpointLoader.register_scheme(prefixes='', force=True)(_load_from_local)
 
 
+def model_state(model: torch.nn.Module, state: dict) -> dict:
+    """A checkpoint's weights in ``model``'s key names: a DDP ``module.`` prefix dropped, then the model's
+    ``convert_checkpoint(state)`` where it has one (official layouts -> the model's keys). Unchanged weights come back
+    as the same dict."""
+    if state and all(k.startswith('module.') for k in state):
+        state = {k[len('module.'):]: v for k, v in state.items()}
+    convert = getattr(model, 'convert_checkpoint', None)
+    return convert(state) if callable(convert) else state
+
+
+def state_dict_mismatch(own: dict, state: dict, allowed=lambda key: False) -> Tuple[list, list, list]:
+    """``(missing, unexpected, wrong)`` of ``state`` against the model's ``own`` state dict, leaving out keys that
+    ``allowed`` accepts; ``wrong`` lists ``'key (checkpoint shape) vs (model shape)'``."""
+    missing = [k for k in own if k not in state and not allowed(k)]
+    unexpected = [k for k in state if k not in own and not allowed(k)]
+    wrong = [f'{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}' for k in own
+             if k in state and tuple(state[k].shape) != tuple(own[k].shape) and not allowed(k)]
+    return missing, unexpected, wrong
+
+
 def load_model_weights(model: torch.nn.Module, state: dict, filename: str) -> None:
-    """Load ``state`` (from :func:`load_state_dict_file` of ``filename``) into ``model`` strictly, after the model's
-    ``convert_checkpoint(state)`` where it has one (official checkpoint layouts -> the model's keys).
+    """Load ``state`` (from :func:`load_state_dict_file` of ``filename``) into ``model`` strictly, after
+    :func:`model_state` (the model's ``convert_checkpoint``, e.g. ``EncoderDecoder``'s for official layouts).
 
     Raises:
         CheckpointError: naming ``filename`` and the missing, unexpected or wrongly shaped keys.
     """
-    if all(k.startswith('module.') for k in state):
-        state = {k[len('module.'):]: v for k, v in state.items()}
-    convert = getattr(model, 'convert_checkpoint', None)
-    if callable(convert):  # official layouts -> the model's keys (e.g. EncoderDecoder.convert_checkpoint)
-        state = convert(state)
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong = [f'{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}' for k in own
-             if k in state and state[k].shape != own[k].shape]
+    state = model_state(model, state)
+    missing, unexpected, wrong = state_dict_mismatch(model.state_dict(), state)
     if missing or unexpected or wrong:
         parts = []
         for name, keys in (('missing', missing), ('unexpected', unexpected), ('shape mismatch', wrong)):

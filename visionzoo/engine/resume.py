@@ -23,6 +23,7 @@ from mmengine.model import is_model_wrapper
 
 from ..registry import HOOKS
 from ..utils.errors import CheckpointError, ConfigError
+from .checkpoint import model_state, state_dict_mismatch
 
 __all__ = ['CheckpointHook', 'CheckpointKeysHook', 'resolve_last_checkpoint', 'write_atomic', 'MARKER']
 
@@ -177,21 +178,13 @@ class CheckpointKeysHook(Hook):
         if state is None:
             raise CheckpointError(f'{what}: no weights found (expected a state_dict, or a dict with a "state_dict" or '
                                   f'"model" entry)')
-        if state and all(k.startswith('module.') for k in state):
-            state = {k[len('module.'):]: v for k, v in state.items()}
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        convert = getattr(model, 'convert_checkpoint', None)
-        if callable(convert):  # an official layout (e.g. an mmseg 0.x checkpoint): compare and load the model's keys
-            original, state = state, convert(state)
-            converted = state is not original
-        else:
-            converted = False
+        # an official layout (e.g. an mmseg 0.x checkpoint): compare and load the model's keys
+        original, state = state, model_state(model, state)
+        converted = state is not original
         own = model.state_dict()
         allowed = (lambda k: False) if resume else (lambda k: any(p.match(k) for p in self.ignore))
-        missing = [k for k in own if k not in state and not allowed(k)]
-        unexpected = [k for k in state if k not in own and not allowed(k)]
-        wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-        wrong_shown = [f'{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}' for k in wrong if not allowed(k)]
+        missing, unexpected, wrong_shown = state_dict_mismatch(own, state, allowed)
         if missing or unexpected or wrong_shown:
             parts = [f'{len(keys)} {name} ({_preview(keys)})'
                      for name, keys in (('missing', missing), ('unexpected', unexpected),

@@ -5,8 +5,7 @@ import torch
 from mmengine.model import BaseModel
 
 from ..backbones import create_timm_model
-from ..backbones.timm_backbone import _classifier_names, _family_filter
-from ..utils.errors import CheckpointError
+from ..backbones.timm_backbone import _classifier_names, apply_family_filter
 from ..registry import MODELS
 from ..utils.options import argument_error
 
@@ -59,13 +58,8 @@ class ImageClassifier(BaseModel):
         own = self.state_dict()
         if all(k in own for k in state):
             return state
-        family_filter = _family_filter(self.model_name)
-        if family_filter is not None:
-            try:
-                state = family_filter(dict(state), self.backbone)
-            except (KeyError, ValueError, RuntimeError) as e:
-                raise CheckpointError(f'ImageClassifier(backbone.model_name={self.model_name!r}): the weights do not '
-                                      f'convert through {family_filter.__module__}.checkpoint_filter_fn: {e}') from e
+        state = apply_family_filter(self.model_name, state, self.backbone,
+                                    f'ImageClassifier(backbone.model_name={self.model_name!r})')
         heads = tuple(name + '.' for name in _classifier_names(self.model_name))
         out = {}
         for key, value in state.items():
