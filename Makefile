@@ -48,7 +48,7 @@ test: install $(LABELME_COCO)
 
 demo: install
 	$(PY) tools/train.py $(DEMO_CONFIG) --work-dir $(DEMO_DIR)
-	$(PY) tools/test.py $(DEMO_CONFIG) "$$(cat $(DEMO_DIR)/last_checkpoint)" \
+	$(PY) tools/test.py $(DEMO_CONFIG) "$(DEMO_DIR)/$$(cat $(DEMO_DIR)/last_checkpoint)" \
 		--work-dir $(DEMO_DIR) --show-dir $(DEMO_DIR)/show --show-max 16
 
 clean:
